@@ -1,0 +1,1 @@
+"""Analysis: collapse probability, finite-d Monte Carlo, phase diagrams, figures, command line."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``mfvi`` command line, one module each (see ``analysis.cli``)."""

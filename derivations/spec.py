@@ -1,0 +1,666 @@
+"""Problem specification: frozen, validated dataclasses and their JSON form.
+
+The problem (DESIGN.md section 1):
+
+* target   ``p(x) = sum_a pi_a N(x; mu_a, Delta I)``, a = 1..K, given by the Gram matrix
+  ``T_ab = mu_a . mu_b`` (or by the means themselves, from which T is computed);
+* family   ``q(x) = sum_k w_k N(x; m_k, s I)``, k = 1..M, means trained, weights optionally
+  (through logits alpha, w = softmax(alpha));
+* path     tempering ``p^beta`` (gamma = 0) or geometric ``p^beta p0^(1-beta)`` with
+  ``p0 = N(0, sigma0^2 I)`` (gamma = 1 - beta);
+* schedule ``beta(t)`` in (0, 1], t the gradient-flow time (t = eta * steps for GD/SGD);
+* initialisation ``m_k(0) ~ N(c_k, sigma_init^2 / d I)`` with the centres c_k given by their
+  overlaps ``c_k . c_l`` and ``c_k . mu_a`` (zero by default).
+
+This module is plain Python + NumPy (no SymPy), so every layer may import it.  Every
+constructor validates its input and raises ``ValueError`` naming the field and the violated
+constraint.  ``ProblemSpec.to_json`` / ``ProblemSpec.from_json`` round-trip exactly (floats are
+written with ``repr`` precision by the json module).
+
+State and parameter names
+-------------------------
+The reduced state is ``y = (Q_kl for k <= l, row-major; R_ka row-major; alpha_k if the
+weights train)``.  Names are ``Q_k_l``, ``R_k_a``, ``alpha_k`` (1-based).  Numeric parameters
+are ``T_a_b`` (a <= b), ``pi_a``, ``Delta``, ``s``, ``sigma0_sq`` (geometric path only) and
+``w_k`` (fixed weights only).  The symbolic layer and the generated code use exactly these
+names (see :func:`state_names`, :func:`parameter_names`), which is how a specification is
+turned into the parameter vector of a compiled model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+__all__ = [
+    "TargetMixture",
+    "VariationalFamily",
+    "AnnealingPath",
+    "ConstantSchedule",
+    "LinearSchedule",
+    "ExponentialSchedule",
+    "PiecewiseConstantSchedule",
+    "TabulatedSchedule",
+    "Schedule",
+    "Initialisation",
+    "ModelStructure",
+    "ProblemSpec",
+    "symmetric_bimodal",
+    "state_names",
+    "parameter_names",
+    "schedule_from_dict",
+    "SCHEDULE_CODES",
+]
+
+_SYM_TOL = 1e-10
+_PSD_TOL = 1e-10
+_SUM_TOL = 1e-9
+
+
+# ----------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------
+
+def _finite_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: must be a numeric array ({exc})") from None
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: must be {ndim}-dimensional, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: must be finite (found NaN or inf)")
+    return arr
+
+
+def _finite_scalar(name: str, value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a real number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name}: must be finite, got {x}")
+    return x
+
+
+def _positive(name: str, value: Any) -> float:
+    x = _finite_scalar(name, value)
+    if x <= 0:
+        raise ValueError(f"{name}: must be > 0, got {x}")
+    return x
+
+
+def _probability_vector(name: str, value: Any, length: int | None = None) -> tuple[float, ...]:
+    arr = _finite_array(name, value, 1)
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name}: must have length {length}, got {arr.shape[0]}")
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name}: must have at least one entry")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: weights must be non-negative, got {arr.tolist()}")
+    if np.any(arr == 0):
+        raise ValueError(f"{name}: weights must be > 0 (their logarithms enter the equations), "
+                         f"got {arr.tolist()}")
+    if abs(arr.sum() - 1.0) > _SUM_TOL:
+        raise ValueError(f"{name}: weights must sum to 1, got sum {arr.sum()!r}")
+    return tuple(float(x) for x in arr)
+
+
+def _gram(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
+    arr = _finite_array(name, value, 2)
+    if arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name}: must be square, got shape {arr.shape}")
+    scale = max(1.0, float(np.max(np.abs(arr))) if arr.size else 1.0)
+    if np.max(np.abs(arr - arr.T)) > _SYM_TOL * scale:
+        raise ValueError(f"{name}: must be symmetric")
+    eig = np.linalg.eigvalsh(0.5 * (arr + arr.T))
+    if eig.size and eig.min() < -_PSD_TOL * scale:
+        raise ValueError(f"{name}: must be positive semi-definite (smallest eigenvalue "
+                         f"{eig.min():.3g})")
+    return tuple(tuple(float(x) for x in row) for row in arr)
+
+
+# ----------------------------------------------------------------------------------------
+# target, family, path
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TargetMixture:
+    """Target ``p(x) = sum_a pi_a N(x; mu_a, Delta I)`` given by its Gram matrix.
+
+    Parameters
+    ----------
+    gram : (K, K) array, ``T_ab = mu_a . mu_b``; symmetric positive semi-definite.
+    weights : (K,) array, ``pi``; positive, summing to 1.
+    variance : float, ``Delta > 0``.
+    means : optional (K, D) array of the means themselves (kept for simulations that want
+        these exact vectors); when given, ``gram`` must equal ``means @ means.T``.
+    """
+
+    gram: tuple[tuple[float, ...], ...]
+    weights: tuple[float, ...]
+    variance: float = 1.0
+    means: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        gram = _gram("target.gram", self.gram)
+        K = len(gram)
+        if K < 1:
+            raise ValueError("target.gram: K (number of target modes) must be >= 1")
+        object.__setattr__(self, "gram", gram)
+        object.__setattr__(self, "weights", _probability_vector("target.weights", self.weights, K))
+        object.__setattr__(self, "variance", _positive("target.variance", self.variance))
+        if self.means is not None:
+            means = _finite_array("target.means", self.means, 2)
+            if means.shape[0] != K:
+                raise ValueError(f"target.means: must have K = {K} rows, got {means.shape[0]}")
+            G = means @ means.T
+            scale = max(1.0, float(np.max(np.abs(G))))
+            if np.max(np.abs(G - np.array(gram))) > 1e-9 * scale:
+                raise ValueError("target.means: Gram matrix of the means differs from target.gram")
+            object.__setattr__(self, "means", tuple(tuple(float(x) for x in r) for r in means))
+
+    @classmethod
+    def from_means(cls, means: Any, weights: Any, variance: float = 1.0) -> "TargetMixture":
+        """Build the target from explicit means, shape (K, D); T is their Gram matrix."""
+        m = _finite_array("target.means", means, 2)
+        return cls(gram=m @ m.T, weights=weights, variance=variance, means=m)
+
+    @property
+    def K(self) -> int:
+        return len(self.gram)
+
+    @property
+    def T(self) -> np.ndarray:
+        """(K, K) Gram matrix of the target means."""
+        return np.array(self.gram)
+
+    @property
+    def pi(self) -> np.ndarray:
+        return np.array(self.weights)
+
+
+@dataclass(frozen=True)
+class VariationalFamily:
+    """Family ``q(x) = sum_k w_k N(x; m_k, s I)`` with M components.
+
+    ``weights`` are the (initial, if trainable) mixture weights; ``train_weights`` switches on
+    the logit dynamics ``dalpha/dt = -dF/dalpha`` with ``w = softmax(alpha)``.
+    """
+
+    n_components: int
+    weights: tuple[float, ...] | None = None
+    variance: float = 1.0
+    train_weights: bool = False
+
+    def __post_init__(self) -> None:
+        M = self.n_components
+        if isinstance(M, bool) or not isinstance(M, (int, np.integer)):
+            raise ValueError(f"family.n_components: must be an integer, got {M!r}")
+        if M < 1:
+            raise ValueError(f"family.n_components: M must be >= 1, got {M}")
+        object.__setattr__(self, "n_components", int(M))
+        w = self.weights if self.weights is not None else np.full(M, 1.0 / M)
+        object.__setattr__(self, "weights", _probability_vector("family.weights", w, int(M)))
+        object.__setattr__(self, "variance", _positive("family.variance", self.variance))
+        if not isinstance(self.train_weights, (bool, np.bool_)):
+            raise ValueError(f"family.train_weights: must be a bool, got {self.train_weights!r}")
+        object.__setattr__(self, "train_weights", bool(self.train_weights))
+
+    @property
+    def M(self) -> int:
+        return self.n_components
+
+    @property
+    def w(self) -> np.ndarray:
+        return np.array(self.weights)
+
+
+@dataclass(frozen=True)
+class AnnealingPath:
+    """Annealing path: ``"tempering"`` (gamma = 0) or ``"geometric"`` (gamma = 1 - beta).
+
+    ``base_variance`` is sigma0^2 of the base ``p0 = N(0, sigma0^2 I)``; geometric only.
+    """
+
+    kind: str = "tempering"
+    base_variance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tempering", "geometric"):
+            raise ValueError(f"path.kind: must be 'tempering' or 'geometric', got {self.kind!r}")
+        if self.kind == "geometric":
+            bv = 1.0 if self.base_variance is None else self.base_variance
+            object.__setattr__(self, "base_variance", _positive("path.base_variance", bv))
+        elif self.base_variance is not None:
+            raise ValueError("path.base_variance: only meaningful for the geometric path")
+
+    def gamma(self, beta: float) -> float:
+        """Weight of ``E_q log p0`` in F: ``1 - beta`` (geometric) or 0 (tempering)."""
+        return 1.0 - beta if self.kind == "geometric" else 0.0
+
+
+# ----------------------------------------------------------------------------------------
+# schedules
+# ----------------------------------------------------------------------------------------
+
+#: Integer codes of the schedule families, used by the compiled evaluator
+#: ``solvers.schedule.beta_at(t, code, params)``.
+SCHEDULE_CODES = {"constant": 0, "linear": 1, "exponential": 2, "piecewise": 3, "tabulated": 4}
+
+
+def _check_T0_tau(prefix: str, T0: Any, tau: Any) -> tuple[float, float]:
+    T0 = _finite_scalar(f"{prefix}.T0", T0)
+    if T0 < 1:
+        raise ValueError(f"{prefix}.T0: initial temperature must be >= 1, got {T0}")
+    tau = _finite_scalar(f"{prefix}.tau", tau)
+    if tau <= 0:
+        raise ValueError(f"{prefix}.tau: must be > 0, got {tau}")
+    return T0, tau
+
+
+def _check_betas(name: str, betas: Any) -> tuple[float, ...]:
+    b = _finite_array(name, betas, 1)
+    if b.size == 0:
+        raise ValueError(f"{name}: needs at least one value")
+    if np.any(b <= 0) or np.any(b > 1):
+        raise ValueError(f"{name}: beta must lie in (0, 1], got {b.tolist()}")
+    return tuple(float(x) for x in b)
+
+
+def _check_times(name: str, times: Any, strictly_positive: bool) -> tuple[float, ...]:
+    t = _finite_array(name, times, 1)
+    if t.size and (np.any(t < 0) or (strictly_positive and np.any(t <= 0))):
+        raise ValueError(f"{name}: times must be {'> 0' if strictly_positive else '>= 0'}")
+    if t.size > 1 and np.any(np.diff(t) <= 0):
+        raise ValueError(f"{name}: times must be strictly increasing")
+    return tuple(float(x) for x in t)
+
+
+class _ScheduleBase:
+    kind: ClassVar[str]
+
+    def beta(self, t: Any) -> np.ndarray | float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def encode(self) -> tuple[int, np.ndarray]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def t_final(self) -> float:
+        """Time after which beta(t) = 1 exactly (inf if only asymptotically)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+
+@dataclass(frozen=True)
+class ConstantSchedule(_ScheduleBase):
+    """``beta(t) = beta`` for all t."""
+
+    beta_value: float = 1.0
+    kind: ClassVar[str] = "constant"
+
+    def __post_init__(self) -> None:
+        b = _finite_scalar("schedule.beta_value", self.beta_value)
+        if not 0 < b <= 1:
+            raise ValueError(f"schedule.beta_value: beta must lie in (0, 1], got {b}")
+        object.__setattr__(self, "beta_value", b)
+
+    def beta(self, t: Any) -> np.ndarray | float:
+        return np.full_like(np.asarray(t, dtype=float), self.beta_value)[()]
+
+    def encode(self) -> tuple[int, np.ndarray]:
+        return SCHEDULE_CODES["constant"], np.array([self.beta_value])
+
+    @property
+    def t_final(self) -> float:
+        return 0.0 if self.beta_value == 1.0 else math.inf
+
+
+@dataclass(frozen=True)
+class LinearSchedule(_ScheduleBase):
+    """Linear in beta: ``beta(t) = 1/T0 + (1 - 1/T0) t / tau`` for t < tau, 1 afterwards."""
+
+    T0: float
+    tau: float
+    kind: ClassVar[str] = "linear"
+
+    def __post_init__(self) -> None:
+        T0, tau = _check_T0_tau("schedule", self.T0, self.tau)
+        object.__setattr__(self, "T0", T0)
+        object.__setattr__(self, "tau", tau)
+
+    def beta(self, t: Any) -> np.ndarray | float:
+        t = np.asarray(t, dtype=float)
+        b0 = 1.0 / self.T0
+        return np.where(t < self.tau, b0 + (1.0 - b0) * np.clip(t, 0, None) / self.tau, 1.0)[()]
+
+    def encode(self) -> tuple[int, np.ndarray]:
+        return SCHEDULE_CODES["linear"], np.array([self.T0, self.tau])
+
+    @property
+    def t_final(self) -> float:
+        return self.tau
+
+
+@dataclass(frozen=True)
+class ExponentialSchedule(_ScheduleBase):
+    """Exponential in temperature: ``T(t) = 1 + (T0 - 1) exp(-t / tau)``, ``beta = 1 / T``."""
+
+    T0: float
+    tau: float
+    kind: ClassVar[str] = "exponential"
+
+    def __post_init__(self) -> None:
+        T0, tau = _check_T0_tau("schedule", self.T0, self.tau)
+        object.__setattr__(self, "T0", T0)
+        object.__setattr__(self, "tau", tau)
+
+    def beta(self, t: Any) -> np.ndarray | float:
+        t = np.clip(np.asarray(t, dtype=float), 0, None)
+        return (1.0 / (1.0 + (self.T0 - 1.0) * np.exp(-t / self.tau)))[()]
+
+    def encode(self) -> tuple[int, np.ndarray]:
+        return SCHEDULE_CODES["exponential"], np.array([self.T0, self.tau])
+
+    @property
+    def t_final(self) -> float:
+        return 0.0 if self.T0 == 1.0 else math.inf
+
+    def time_to_reach(self, beta_tol: float) -> float:
+        """First t with ``1 - beta(t) <= beta_tol``."""
+        if self.T0 == 1.0:
+            return 0.0
+        # 1 - 1/T <= eps  <=>  T - 1 <= eps T  <=>  (T0-1) e^{-t/tau} <= eps / (1 - eps)
+        return max(0.0, self.tau * math.log((self.T0 - 1.0) * (1.0 - beta_tol) / beta_tol))
+
+
+@dataclass(frozen=True)
+class PiecewiseConstantSchedule(_ScheduleBase):
+    """Stages: ``beta = betas[i]`` on ``[breakpoints[i-1], breakpoints[i])`` (breakpoints[-1] = 0).
+
+    ``len(breakpoints) == len(betas) - 1``; the last stage lasts forever.
+    """
+
+    betas: tuple[float, ...]
+    breakpoints: tuple[float, ...] = ()
+    kind: ClassVar[str] = "piecewise"
+
+    def __post_init__(self) -> None:
+        b = _check_betas("schedule.betas", self.betas)
+        tb = _check_times("schedule.breakpoints", self.breakpoints, strictly_positive=True)
+        if len(tb) != len(b) - 1:
+            raise ValueError(f"schedule.breakpoints: need len(betas) - 1 = {len(b) - 1} "
+                             f"breakpoints, got {len(tb)}")
+        object.__setattr__(self, "betas", b)
+        object.__setattr__(self, "breakpoints", tb)
+
+    def beta(self, t: Any) -> np.ndarray | float:
+        idx = np.searchsorted(np.array(self.breakpoints), np.asarray(t, dtype=float), side="right")
+        return np.array(self.betas)[idx][()]
+
+    def encode(self) -> tuple[int, np.ndarray]:
+        n = len(self.betas)
+        return SCHEDULE_CODES["piecewise"], np.concatenate(
+            [[float(n)], self.breakpoints, self.betas])
+
+    @property
+    def t_final(self) -> float:
+        if self.betas[-1] != 1.0:
+            return math.inf
+        i = len(self.betas) - 1
+        while i > 0 and self.betas[i - 1] == 1.0:
+            i -= 1
+        return 0.0 if i == 0 else self.breakpoints[i - 1]
+
+
+@dataclass(frozen=True)
+class TabulatedSchedule(_ScheduleBase):
+    """User table of (t, beta): linear interpolation, constant beyond both ends."""
+
+    times: tuple[float, ...]
+    betas: tuple[float, ...]
+    kind: ClassVar[str] = "tabulated"
+
+    def __post_init__(self) -> None:
+        t = _check_times("schedule.times", self.times, strictly_positive=False)
+        b = _check_betas("schedule.betas", self.betas)
+        if len(t) != len(b):
+            raise ValueError(f"schedule.times: need as many times as betas ({len(b)}), "
+                             f"got {len(t)}")
+        object.__setattr__(self, "times", t)
+        object.__setattr__(self, "betas", b)
+
+    def beta(self, t: Any) -> np.ndarray | float:
+        return np.interp(np.asarray(t, dtype=float), self.times, self.betas)[()]
+
+    def encode(self) -> tuple[int, np.ndarray]:
+        n = len(self.times)
+        return SCHEDULE_CODES["tabulated"], np.concatenate([[float(n)], self.times, self.betas])
+
+    @property
+    def t_final(self) -> float:
+        if self.betas[-1] != 1.0:
+            return math.inf
+        i = len(self.betas) - 1
+        while i > 0 and self.betas[i - 1] == 1.0:
+            i -= 1
+        return self.times[i]
+
+
+Schedule = Union[ConstantSchedule, LinearSchedule, ExponentialSchedule,
+                 PiecewiseConstantSchedule, TabulatedSchedule]
+
+_SCHEDULE_CLASSES = {c.kind: c for c in (ConstantSchedule, LinearSchedule, ExponentialSchedule,
+                                         PiecewiseConstantSchedule, TabulatedSchedule)}
+
+
+def schedule_from_dict(d: dict) -> Schedule:
+    """Inverse of ``Schedule.to_dict``."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in _SCHEDULE_CLASSES:
+        raise ValueError(f"schedule.kind: must be one of {sorted(_SCHEDULE_CLASSES)}, got {kind!r}")
+    return _SCHEDULE_CLASSES[kind](**d)
+
+
+# ----------------------------------------------------------------------------------------
+# initialisation and the whole problem
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Initialisation:
+    """Law of the initial means: ``m_k(0) ~ N(c_k, sigma_init^2 / d I)`` independently.
+
+    The centres are given by their overlaps: ``centre_gram[k][l] = c_k . c_l`` (M, M) and
+    ``centre_overlaps[k][a] = c_k . mu_a`` (M, K); both None means c_k = 0.
+    """
+
+    sigma_init: float = 1.0
+    centre_gram: tuple[tuple[float, ...], ...] | None = None
+    centre_overlaps: tuple[tuple[float, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma_init", _positive("init.sigma_init", self.sigma_init))
+        if (self.centre_gram is None) != (self.centre_overlaps is None):
+            raise ValueError("init.centre_gram: give both centre_gram and centre_overlaps, or neither")
+        if self.centre_gram is not None:
+            object.__setattr__(self, "centre_gram", _gram("init.centre_gram", self.centre_gram))
+            ov = _finite_array("init.centre_overlaps", self.centre_overlaps, 2)
+            object.__setattr__(self, "centre_overlaps", tuple(tuple(float(x) for x in r) for r in ov))
+
+
+@dataclass(frozen=True)
+class ModelStructure:
+    """The structural part of a problem: what the symbolic equations depend on.
+
+    Two specifications with the same structure share one generated, compiled model; their
+    numbers (T, pi, Delta, s, sigma0^2, fixed w) enter as the parameter vector.
+    """
+
+    K: int
+    M: int
+    train_weights: bool = False
+    path: str = "tempering"
+
+    def __post_init__(self) -> None:
+        for name in ("K", "M"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"structure.{name}: must be an integer >= 1, got {v!r}")
+        if self.path not in ("tempering", "geometric"):
+            raise ValueError(f"structure.path: must be 'tempering' or 'geometric', got {self.path!r}")
+
+    def key(self) -> str:
+        return f"K{self.K}_M{self.M}_{'tw' if self.train_weights else 'fw'}_{self.path}"
+
+
+def state_names(K: int, M: int, train_weights: bool) -> list[str]:
+    """Names of the reduced state vector, in order: Q upper triangle, R, alpha."""
+    names = [f"Q_{k}_{l}" for k in range(1, M + 1) for l in range(k, M + 1)]
+    names += [f"R_{k}_{a}" for k in range(1, M + 1) for a in range(1, K + 1)]
+    if train_weights:
+        names += [f"alpha_{k}" for k in range(1, M + 1)]
+    return names
+
+
+def parameter_names(K: int, M: int, train_weights: bool, path: str) -> list[str]:
+    """Names of the numeric parameter vector theta of a compiled model, in order."""
+    names = [f"T_{a}_{b}" for a in range(1, K + 1) for b in range(a, K + 1)]
+    names += [f"pi_{a}" for a in range(1, K + 1)]
+    names += ["Delta", "s"]
+    if path == "geometric":
+        names.append("sigma0_sq")
+    if not train_weights:
+        names += [f"w_{k}" for k in range(1, M + 1)]
+    return names
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A whole VI problem: target, family, annealing path, schedule, initialisation."""
+
+    target: TargetMixture
+    family: VariationalFamily
+    path: AnnealingPath = field(default_factory=AnnealingPath)
+    schedule: Schedule = field(default_factory=ConstantSchedule)
+    init: Initialisation = field(default_factory=Initialisation)
+
+    def __post_init__(self) -> None:
+        checks = [("target", TargetMixture), ("family", VariationalFamily),
+                  ("path", AnnealingPath), ("init", Initialisation)]
+        for name, cls in checks:
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{name}: must be a {cls.__name__}")
+        if not isinstance(self.schedule, tuple(_SCHEDULE_CLASSES.values())):
+            raise ValueError("schedule: must be one of the schedule classes")
+        if self.init.centre_gram is not None:
+            M, K = self.family.M, self.target.K
+            cg, co = np.array(self.init.centre_gram), np.array(self.init.centre_overlaps)
+            if cg.shape != (M, M):
+                raise ValueError(f"init.centre_gram: must have shape ({M}, {M}), got {cg.shape}")
+            if co.shape != (M, K):
+                raise ValueError(f"init.centre_overlaps: must have shape ({M}, {K}), got {co.shape}")
+            joint = np.block([[self.target.T, co.T], [co, cg]])
+            _gram("init (joint Gram matrix of target means and centres)", joint)
+
+    # -- derived views ---------------------------------------------------------------------
+    @property
+    def structure(self) -> ModelStructure:
+        return ModelStructure(self.target.K, self.family.M, self.family.train_weights,
+                              self.path.kind)
+
+    def parameter_values(self) -> dict[str, float]:
+        """Numeric parameters by name (see :func:`parameter_names`)."""
+        K, M = self.target.K, self.family.M
+        T = self.target.T
+        vals: dict[str, float] = {}
+        for a in range(K):
+            for b in range(a, K):
+                vals[f"T_{a + 1}_{b + 1}"] = float(T[a, b])
+        for a in range(K):
+            vals[f"pi_{a + 1}"] = self.target.weights[a]
+        vals["Delta"] = self.target.variance
+        vals["s"] = self.family.variance
+        if self.path.kind == "geometric":
+            vals["sigma0_sq"] = float(self.path.base_variance)
+        if not self.family.train_weights:
+            for k in range(M):
+                vals[f"w_{k + 1}"] = self.family.weights[k]
+        return vals
+
+    def theta(self) -> np.ndarray:
+        """Parameter vector of the compiled model, ordered as :func:`parameter_names`."""
+        s = self.structure
+        vals = self.parameter_values()
+        return np.array([vals[n] for n in parameter_names(s.K, s.M, s.train_weights, s.path)])
+
+    def gamma(self, beta: Any) -> Any:
+        return (1.0 - np.asarray(beta)) if self.path.kind == "geometric" else 0.0 * np.asarray(beta)
+
+    def replace(self, **changes: Any) -> "ProblemSpec":
+        """A copy with some top-level fields replaced (validated again)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d.update(changes)
+        return ProblemSpec(**d)
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        t, f, p, i = self.target, self.family, self.path, self.init
+        return {
+            "target": {"gram": [list(r) for r in t.gram], "weights": list(t.weights),
+                       "variance": t.variance,
+                       "means": None if t.means is None else [list(r) for r in t.means]},
+            "family": {"n_components": f.n_components, "weights": list(f.weights),
+                       "variance": f.variance, "train_weights": f.train_weights},
+            "path": {"kind": p.kind, "base_variance": p.base_variance},
+            "schedule": self.schedule.to_dict(),
+            "init": {"sigma_init": i.sigma_init,
+                     "centre_gram": None if i.centre_gram is None else [list(r) for r in i.centre_gram],
+                     "centre_overlaps": None if i.centre_overlaps is None
+                     else [list(r) for r in i.centre_overlaps]},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProblemSpec":
+        try:
+            return cls(target=TargetMixture(**d["target"]), family=VariationalFamily(**d["family"]),
+                       path=AnnealingPath(**d["path"]), schedule=schedule_from_dict(d["schedule"]),
+                       init=Initialisation(**d["init"]))
+        except KeyError as exc:
+            raise ValueError(f"specification: missing section {exc}") from None
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProblemSpec":
+        return cls.from_dict(json.loads(text))
+
+
+def symmetric_bimodal(A: float, schedule: Schedule | None = None, *, sigma_init: float = 1.0,
+                      path: AnnealingPath | None = None,
+                      train_weights: bool = False) -> ProblemSpec:
+    """The preset: pi = w = (1/2, 1/2), mu_2 = -mu_1, |mu_1|^2 = A, Delta = s = 1, tempering.
+
+    ``T = [[A, -A], [-A, A]]``.  ``schedule`` defaults to constant beta = 1.
+    """
+    A = _positive("A", A)
+    return ProblemSpec(
+        target=TargetMixture(gram=[[A, -A], [-A, A]], weights=[0.5, 0.5], variance=1.0),
+        family=VariationalFamily(n_components=2, weights=[0.5, 0.5], variance=1.0,
+                                 train_weights=train_weights),
+        path=path if path is not None else AnnealingPath("tempering"),
+        schedule=schedule if schedule is not None else ConstantSchedule(1.0),
+        init=Initialisation(sigma_init=sigma_init),
+    )

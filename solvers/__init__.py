@@ -1,0 +1,4 @@
+"""Compiled solvers (Numba): Gaussian-expectation kernels, integrators, ensembles, fixed points.
+
+Solvers receive arrays and compiled functions; they never import SymPy.
+"""
