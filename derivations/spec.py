@@ -114,6 +114,8 @@ def _gram(name: str, value: Any) -> tuple[tuple[float, ...], ...]:
     arr = _finite_array(name, value, 2)
     if arr.shape[0] != arr.shape[1]:
         raise ValueError(f"{name}: must be square, got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise ValueError(f"{name}: needs at least one row (K, M >= 1)")
     scale = max(1.0, float(np.max(np.abs(arr))) if arr.size else 1.0)
     if np.max(np.abs(arr - arr.T)) > _SYM_TOL * scale:
         raise ValueError(f"{name}: must be symmetric")

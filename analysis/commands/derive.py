@@ -1,0 +1,51 @@
+"""``mfvi derive``: print the reduced equations (LaTeX, Markdown) or the generated Numba source."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from derivations.spec import ModelStructure
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("derive", help="print the objective, ODEs and fixed-point equations",
+                       description="Print the equations derived symbolically for a model: "
+                                   "LaTeX, Markdown, or the generated Numba module.")
+    p.add_argument("--preset", choices=("symmetric-bimodal",), default=None,
+                   help="specialise to a preset (K = M = 2, T = A [[1,-1],[-1,1]], "
+                        "pi = w = 1/2, Delta = s = 1)")
+    p.add_argument("--K", type=int, default=2, help="number of target modes (default 2)")
+    p.add_argument("--M", type=int, default=2, help="number of components (default 2)")
+    p.add_argument("--trainable-weights", action="store_true", help="train the mixture weights")
+    p.add_argument("--path", choices=("tempering", "geometric"), default="tempering",
+                   help="annealing path (default tempering)")
+    p.add_argument("--format", choices=("latex", "markdown", "python"), default="markdown",
+                   help="output format (default markdown)")
+    p.add_argument("--function", choices=("rhs", "jac", "objective"), default="rhs",
+                   help="which generated function to print with --format python (default rhs)")
+    p.add_argument("--no-components", action="store_true",
+                   help="omit the component form of the ODEs (long for M >= 3)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from derivations.codegen import generate_source
+    from derivations.emit import to_latex, to_markdown
+    from derivations.model import derive
+
+    if args.preset == "symmetric-bimodal" and (args.K, args.M) != (2, 2):
+        raise SystemExit("mfvi derive: --preset symmetric-bimodal needs K = M = 2")
+    try:
+        structure = ModelStructure(args.K, args.M, args.trainable_weights, args.path)
+    except ValueError as exc:
+        raise SystemExit(f"mfvi derive: {exc}") from None
+    model = derive(structure)
+    if args.format == "python":
+        text = generate_source(model, args.function)
+    elif args.format == "latex":
+        text = to_latex(model, args.preset, expanded=not args.no_components)
+    else:
+        text = to_markdown(model, args.preset, expanded=not args.no_components)
+    sys.stdout.write(text)
+    return 0
