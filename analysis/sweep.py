@@ -84,7 +84,6 @@ import socket
 import sys
 import time
 import traceback
-import uuid
 import zipfile
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -95,6 +94,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
+from derivations.atomic import TMP_PREFIX, atomic_write
+
 __all__ = ["Sweep", "TaskOutput", "Cell", "SweepResult", "run_sweep", "load_sweep", "cell_seed",
            "collect_versions", "SWEEP_FORMAT", "CELL_FORMAT"]
 
@@ -104,7 +105,6 @@ CELL_FORMAT = "mfvi.sweep.cell/1"
 
 _SWEEP_FILE = "sweep.json"
 _CELLS_DIR = "cells"
-_TMP_PREFIX = ".tmp_"
 #: Keys of ``sweep.json`` that define a sweep (compared on resume).
 _DEFINING_KEYS = ("format", "name", "task", "seed", "axes", "base")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -442,38 +442,6 @@ class Sweep(_Grid):
 # files
 # ----------------------------------------------------------------------------------------
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a ``.tmp_*`` file next to ``path``, fsync, ``os.replace`` into place."""
-    tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1) + "\n").encode()
 
@@ -545,7 +513,7 @@ def _write_cell(cells_dir: Path, sweep_name: str, cell: Cell, out: TaskOutput,
         pass
     data = _npz_bytes(out.arrays)
     npz_name = f"{cell.cell_id}.npz"
-    _atomic_write(cells_dir / npz_name, data)
+    atomic_write(cells_dir / npz_name, data)
     manifest = {
         "format": CELL_FORMAT, "sweep": sweep_name, "cell_id": cell.cell_id,
         "index": list(cell.index), "flat_index": cell.flat, "cell": cell.values,
@@ -555,7 +523,7 @@ def _write_cell(cells_dir: Path, sweep_name: str, cell: Cell, out: TaskOutput,
         "npz": {"file": npz_name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
         **info,
     }
-    _atomic_write(mpath, _json_bytes(manifest))
+    atomic_write(mpath, _json_bytes(manifest))
     return manifest
 
 
@@ -568,7 +536,7 @@ def _write_failure(cells_dir: Path, sweep_name: str, cell: Cell, exc: BaseExcept
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         "timestamp": _now(), "hostname": socket.gethostname(),
     }
-    _atomic_write(cells_dir / f"{cell.cell_id}.json", _json_bytes(manifest))
+    atomic_write(cells_dir / f"{cell.cell_id}.json", _json_bytes(manifest))
     return manifest
 
 
@@ -598,7 +566,7 @@ def _prepare_dir(sweep: Sweep, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         record = dict(definition, shape=list(sweep.shape), n_cells=sweep.n_cells,
                       created=_now(), hostname=socket.gethostname(), versions=collect_versions())
-        _atomic_write(sweep_file, _json_bytes(record))
+        atomic_write(sweep_file, _json_bytes(record))
     cells_dir = out / _CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
     return cells_dir
@@ -681,7 +649,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, executor: Executor | Non
 
     out = Path(out_dir)
     cells_dir = _prepare_dir(sweep, out)
-    for stale in cells_dir.glob(_TMP_PREFIX + "*"):  # debris of a run killed mid-write
+    for stale in cells_dir.glob(TMP_PREFIX + "*"):  # debris of a run killed mid-write
         try:
             stale.unlink()
         except OSError:

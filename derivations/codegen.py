@@ -26,7 +26,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +36,7 @@ from typing import Callable, Sequence
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
+from .atomic import atomic_write
 from .functions import GaussLSE
 from .model import ReducedModel, derive
 from .spec import ModelStructure
@@ -249,13 +249,6 @@ def module_key(structure: ModelStructure, kind: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".py")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _load_module(path: Path, name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
@@ -313,7 +306,7 @@ class CompiledModel:
         t0 = time.perf_counter()
         generated = False
         if not path.exists():
-            _write_atomic(path, generate_source(self.symbolic, kind))
+            atomic_write(path, generate_source(self.symbolic, kind))
             generated = True
         t1 = time.perf_counter()
         module = _load_module(path, path.stem)
