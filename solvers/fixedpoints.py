@@ -1,0 +1,996 @@
+"""Fixed points of the reduced gradient flow: damped Newton from many starts.
+
+Problem: find all ``y`` (n,) with ``f(y) = 0``, ``f = rhs(., beta, theta)`` the compiled vector
+field of the reduced flow (DESIGN.md section 2), together with their linear stability
+(:mod:`solvers.stability`), realisability and, for the mode-collapse question, a label.
+
+Method
+------
+1. **Coordinates.** Newton works on the physical subspace ``V = {y : R N = 0, sum alpha = 0}``
+   (basis ``B`` (n, n_red), :func:`solvers.stability.reduced_basis`): N spans the null space of
+   T (unrealisable directions removed when the target means are linearly dependent) and
+   ``sum alpha = 0`` fixes the weight gauge (``alpha -> alpha + c`` leaves w = softmax(alpha)
+   and hence f unchanged, so the full Jacobian is singular with trainable weights).  In
+   ``y = B z`` the system is ``F(z) = B^T f(B z) = 0`` with the non-singular Jacobian
+   ``B^T J B`` (J the analytic Jacobian of the compiled model).  Starts are projected onto V
+   (``fix_gauge`` and, for rank-deficient T, the orthogonal projection of R).
+2. **Damped Newton**: ``dz = -(B^T J B)^{-1} F`` (least squares if singular), the step capped
+   at ``max_step`` in max-norm, then backtracking (halving) until the Armijo condition
+   ``|F(z + lam dz)|^2 <= (1 - 1e-4 lam) |F(z)|^2`` holds (down to lam = 2^-12, after which the
+   start is abandoned).  Iterations stop at ``|F|_inf <= 1e-3 tol`` (polishing) or when the
+   step no longer reduces the residual.
+3. **Fallback**: starts where Newton fails go to ``scipy.optimize.root`` (MINPACK hybrid
+   method ``hybr`` with the analytic Jacobian), followed by two Newton polishing steps.
+4. A solution is accepted when ``max_i |f_i(y)| < tol`` (default 1e-10) for the *full* vector
+   field.
+5. **Deduplication**: solutions closer than ``dedup_tol * (1 + |y|_inf)`` in max-norm are the
+   same fixed point (the first one found is kept, ``hits`` counts the starts that reached it).
+   Near a singular Jacobian (a degenerate root at a bifurcation, where Newton converges only
+   linearly) solutions closer than ``merge_tol * (1 + |y|_inf)`` are merged as well.
+   Converged points that nearly lie on an invariant subspace (coinciding components,
+   R = 0) are moved onto it exactly when the residual stays below tol
+   (:func:`snap_to_invariant`): at degenerate roots this removes the ~1e-6 offsets Newton
+   leaves along a neutral direction.
+6. **Realisability**: ``y`` is realisable in some R^d iff the joint Gram matrix
+   ``[[T, R^T], [R, Q]]`` ((K + M) x (K + M)) is positive semi-definite.  Its smallest
+   eigenvalue, relative to ``max(1, max |entry|)``, is reported; fixed points with a value
+   below ``-psd_tol`` are discarded unless ``include_unrealisable``.
+7. **Symmetries**: the signed permutations ``Q_kl -> Q_{s(k) s(l)}``,
+   ``R_ka -> sign R_{s(k) t(a)}``, ``alpha_k -> alpha_{s(k)}`` (s permuting components, t
+   modes) under which f is equivariant at the given parameters are detected numerically
+   (``f(g y) = g f(y)`` at random realisable states); symmetric copies of a fixed point get
+   the same ``orbit`` number.  For the symmetric bimodal preset all 8 candidates pass; on
+   realisable states (``R_k2 = -R_k1``) the mode swap and the sign flip act identically, so
+   they form 4 distinct maps (component swap x ``R -> -R``).
+   Missing fixed points whose symmetric images were found are added (``hits = 0``).
+8. **Trainable weights**: besides the gauge (item 1), two more neutral directions occur.
+   Coinciding components form one Gaussian whose total weight alone matters (the split is
+   neutral: snapped to equal shares), and a component whose weight vanishes stops moving
+   (its flow is proportional to w_k), so states with ``w_k < dead_weight`` pass the residual
+   test wherever that component sits: these "fixed points at alpha_k = -infinity" (the
+   vanishing-weight mechanism) are deduplicated on their live components and listed with
+   ``FixedPoint.vanishing``; their zero eigenvalues make them non-hyperbolic.
+
+Labels (DESIGN.md section 3)
+----------------------------
+Component k is assigned to ``argmin_a (Q_kk - 2 R_ka + T_aa)`` = argmin_a |m_k - mu_a|^2.
+Checks in this order: ``symmetric`` if ``max |R_ka| <= label_tol * max(1, max |T|)``
+(R = 0: every component is orthogonal to every mean, the assignment is decided by T_aa
+alone and carries no information, so this check comes first); otherwise ``split`` if every
+mode receives a component, else ``collapsed``.  With trainable weights, components whose
+weight is below ``weight_threshold`` do not count; a state whose means cover every mode but
+only thanks to such components is ``collapsed`` with ``mechanism = 'vanishing_weight'``
+(otherwise 'mean_alignment').  For K = M = 2 these are the three labels of the issue:
+collapsed (both components on one mode), split (one per mode), symmetric (on R = 0).
+
+Solvers never import SymPy: the ``model`` argument is any object with attributes ``rhs``,
+``jac`` (compiled, :mod:`solvers.signatures`), ``structure`` (a
+:class:`derivations.spec.ModelStructure`) and optionally ``objective`` -- e.g. the
+``CompiledModel`` of ``derivations.compile_model`` or a :class:`ModelFunctions`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from derivations.spec import ModelStructure
+
+from .stability import (Stability, StateLayout, evaluate_jacobian, evaluate_rhs, reduced_basis,
+                        restricted_jacobian, spectrum)
+
+__all__ = [
+    "ModelFunctions",
+    "NewtonResult",
+    "FixedPoint",
+    "FixedPointSet",
+    "StateSymmetry",
+    "newton",
+    "find_fixed_points",
+    "analyse_state",
+    "default_starts",
+    "find_symmetries",
+    "assign_modes",
+    "label_state",
+    "gram_min_eigenvalue",
+    "is_realisable",
+    "realise",
+    "project_to_subspace",
+    "snap_to_invariant",
+    "invariant_constraints",
+    "subspace_basis",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# model access
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelFunctions:
+    """The compiled functions of a model without the model object (for callers that hold them).
+
+    rhs, jac : compiled with the signatures of :mod:`solvers.signatures`.
+    structure : the :class:`ModelStructure` they were generated for.
+    objective : optional compiled objective ``F(y, beta, theta)``.
+    """
+
+    rhs: Callable
+    jac: Callable
+    structure: ModelStructure
+    objective: Callable | None = None
+
+
+def _model_parts(model: Any) -> tuple[Callable, Callable, StateLayout, Callable | None]:
+    for attr in ("rhs", "jac", "structure"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model: needs attribute {attr!r} (pass compile_model(spec.structure) "
+                             f"or a ModelFunctions)")
+    layout = StateLayout(model.structure)
+    objective = getattr(model, "objective", None)
+    return model.rhs, model.jac, layout, objective
+
+
+def _check_beta(beta: Any) -> float:
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta: must be a real number, got {beta!r}") from None
+    if not (b > 0 and math.isfinite(b)):
+        raise ValueError(f"beta: must be a finite number > 0, got {b}")
+    return b
+
+
+# ----------------------------------------------------------------------------------------
+# geometry: realisability, labels
+# ----------------------------------------------------------------------------------------
+
+def _joint_gram(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    return np.block([[T, R.T], [R, Q]])
+
+
+def gram_min_eigenvalue(Q: Any, R: Any, T: Any) -> float:
+    """Smallest eigenvalue of ``[[T, R^T], [R, Q]]`` divided by ``max(1, max |entry|)``.
+
+    Q (M, M), R (M, K), T (K, K).  Non-negative (up to round-off) iff the state is the Gram
+    data of vectors mu_1..mu_K, m_1..m_M in some R^d.
+    """
+    G = _joint_gram(np.asarray(Q, float), np.asarray(R, float), np.asarray(T, float))
+    G = 0.5 * (G + G.T)
+    scale = max(1.0, float(np.max(np.abs(G))))
+    return float(np.linalg.eigvalsh(G)[0] / scale)
+
+
+def is_realisable(Q: Any, R: Any, T: Any, psd_tol: float = 1e-8) -> bool:
+    """Whether the joint Gram matrix is PSD up to ``psd_tol`` (relative)."""
+    return gram_min_eigenvalue(Q, R, T) >= -psd_tol
+
+
+def realise(Q: Any, R: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors with the given Gram data: ``(mu (K, D), m (M, D))``, D = K + M.
+
+    Factorises the joint Gram matrix ``G = V diag(lam) V^T`` (negative round-off eigenvalues
+    clipped to 0) as ``X = V diag(sqrt(lam))``; rows 0..K-1 are mu, the rest m.
+    """
+    Q, R, T = (np.asarray(x, float) for x in (Q, R, T))
+    G = _joint_gram(Q, R, T)
+    lam, V = np.linalg.eigh(0.5 * (G + G.T))
+    X = V * np.sqrt(np.clip(lam, 0.0, None))
+    K = T.shape[0]
+    return X[:K].copy(), X[K:].copy()
+
+
+def assign_modes(Q: Any, R: Any, T: Any) -> np.ndarray:
+    """Nearest target mode of each component: ``argmin_a (Q_kk - 2 R_ka + T_aa)``, (M,) int."""
+    Q, R, T = (np.asarray(x, float) for x in (Q, R, T))
+    d2 = np.diag(Q)[:, None] - 2.0 * R + np.diag(T)[None, :]
+    return np.argmin(d2, axis=1)
+
+
+def label_state(Q: Any, R: Any, T: Any, *, weights: Any = None, weight_threshold: float = 1e-3,
+                label_tol: float = 1e-6) -> tuple[str, str | None]:
+    """``(label, mechanism)`` of a state; label in {'symmetric', 'split', 'collapsed'}.
+
+    See the module docstring for the rules; ``mechanism`` is None unless the label is
+    'collapsed', then 'mean_alignment' or 'vanishing_weight'.
+    """
+    Q, R, T = (np.asarray(x, float) for x in (Q, R, T))
+    scale = max(1.0, float(np.max(np.abs(T))))
+    if float(np.max(np.abs(R))) <= label_tol * scale:
+        return "symmetric", None
+    assign = assign_modes(Q, R, T)
+    K = T.shape[0]
+    covered_all = set(assign.tolist()) == set(range(K))
+    if weights is not None:
+        w = np.asarray(weights, float)
+        live = w >= weight_threshold
+        covered_live = set(assign[live].tolist()) == set(range(K))
+    else:
+        covered_live = covered_all
+    if covered_live:
+        return "split", None
+    return "collapsed", ("vanishing_weight" if covered_all else "mean_alignment")
+
+
+# ----------------------------------------------------------------------------------------
+# symmetries
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class StateSymmetry:
+    """A signed permutation of the state: ``(g y)[i] = signs[i] * y[index[i]]``.
+
+    component_perm s, mode_perm t, sign: ``Q'_kl = Q_{s(k) s(l)}``,
+    ``R'_ka = sign R_{s(k) t(a)}``, ``alpha'_k = alpha_{s(k)}``.
+    """
+
+    component_perm: tuple[int, ...]
+    mode_perm: tuple[int, ...]
+    sign: int
+    index: np.ndarray
+    signs: np.ndarray
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        return self.signs * np.asarray(y)[self.index]
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.all(self.index == np.arange(self.index.size)) and np.all(self.signs == 1))
+
+
+def _state_symmetry(layout: StateLayout, s: Sequence[int], t: Sequence[int],
+                    sign: int) -> StateSymmetry:
+    n = layout.n_state
+    index = np.empty(n, dtype=np.int64)
+    signs = np.ones(n)
+    M, K = layout.M, layout.K
+    for k in range(M):
+        for l in range(k, M):
+            index[layout.q_index(k, l)] = layout.q_index(s[k], s[l])
+        for a in range(K):
+            index[layout.r_index(k, a)] = layout.r_index(s[k], t[a])
+            signs[layout.r_index(k, a)] = sign
+    if layout.train_weights:
+        start = layout.alpha_slice().start
+        for k in range(M):
+            index[start + k] = start + s[k]
+    return StateSymmetry(tuple(int(x) for x in s), tuple(int(x) for x in t), int(sign),
+                         index, signs)
+
+
+def _random_realisable_states(layout: StateLayout, theta: np.ndarray, n: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    T = layout.T(theta)
+    mu = _factor_T(T)
+    K, M = layout.K, layout.M
+    D = K + M
+    mu = np.hstack([mu, np.zeros((K, D - mu.shape[1]))])
+    scale = math.sqrt(max(1.0, float(np.max(np.diag(T)))))
+    out = np.empty((n, layout.n_state))
+    for i in range(n):
+        m = rng.normal(size=(M, D)) * scale * 0.6
+        alpha = rng.normal(size=M) * 0.7 if layout.train_weights else None
+        out[i] = layout.pack(m @ m.T, m @ mu.T, None if alpha is None else alpha - alpha.mean())
+    return out
+
+
+def find_symmetries(rhs: Callable, layout: StateLayout, beta: float, theta: Any, *,
+                    seed: int = 12345, rtol: float = 1e-9,
+                    max_candidates: int = 5000) -> list[StateSymmetry]:
+    """Signed state permutations g with ``f(g y) = g f(y)`` (checked at 3 random states).
+
+    The identity is always first.  Candidates: all component permutations x mode permutations
+    x sign in {+1, -1} (skipped beyond ``max_candidates``, then only the identity is returned).
+    """
+    theta = layout.check_theta(theta)
+    M, K = layout.M, layout.K
+    n_cand = math.factorial(M) * math.factorial(K) * 2
+    ident = _state_symmetry(layout, range(M), range(K), 1)
+    if n_cand > max_candidates:
+        return [ident]
+    rng = np.random.default_rng(seed)
+    Y = _random_realisable_states(layout, theta, 3, rng)
+    F = np.array([evaluate_rhs(rhs, y, beta, theta) for y in Y])
+    found = [ident]
+    for s in itertools.permutations(range(M)):
+        for t in itertools.permutations(range(K)):
+            for sign in (1, -1):
+                g = _state_symmetry(layout, s, t, sign)
+                if g.is_identity:
+                    continue
+                ok = True
+                for y, f in zip(Y, F):
+                    fg = evaluate_rhs(rhs, g(y), beta, theta)
+                    if np.max(np.abs(fg - g(f))) > rtol * max(1.0, float(np.max(np.abs(f)))):
+                        ok = False
+                        break
+                if ok:
+                    found.append(g)
+    return found
+
+
+# ----------------------------------------------------------------------------------------
+# starts
+# ----------------------------------------------------------------------------------------
+
+def _factor_T(T: np.ndarray) -> np.ndarray:
+    """Means mu (K, K) with mu mu^T = T (eigen-factorisation, negative round-off clipped)."""
+    lam, U = np.linalg.eigh(0.5 * (T + T.T))
+    return U * np.sqrt(np.clip(lam, 0.0, None))
+
+
+def default_starts(layout: StateLayout, theta: Any, n_random: int = 48,
+                   rng: np.random.Generator | int | None = 0) -> np.ndarray:
+    """Realisable starting states (n_starts, n) for the multi-start Newton search.
+
+    Built from explicit vectors in R^D, D = K + M + 1 (target means mu from a factorisation
+    of T): every assignment of components to modes (m_k = c mu_{a_k} with c in {1, 0.5},
+    plus a small spread so components on one mode do not coincide, and with c alternating
+    1.3, 0.6 along the components), all components at the
+    origin, components on +-r along a direction orthogonal to the means, and ``n_random``
+    random configurations (random convex combinations of the means plus isotropic noise of
+    random scale).  Logits (trainable weights): 0, and random for the random starts.
+    """
+    theta = layout.check_theta(theta)
+    if isinstance(n_random, bool) or not isinstance(n_random, (int, np.integer)) or n_random < 0:
+        raise ValueError(f"n_random: must be an integer >= 0, got {n_random!r}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    K, M = layout.K, layout.M
+    T = layout.T(theta)
+    D = K + M + 1
+    mu = np.zeros((K, D))
+    mu[:, :K] = _factor_T(T)
+    scale = math.sqrt(max(1.0, float(np.max(np.diag(T)))))
+    perp = np.zeros((M, D))
+    for k in range(M):
+        perp[k, K + k] = 1.0
+    starts: list[np.ndarray] = []
+
+    def add(m: np.ndarray, alpha: np.ndarray | None = None) -> None:
+        starts.append(layout.pack(m @ m.T, m @ mu.T, alpha))
+
+    assignments = itertools.product(range(K), repeat=M)
+    for count, assign in enumerate(assignments):
+        if count >= 256:
+            break
+        for c in (1.0, 0.5):
+            m = np.array([c * mu[a] for a in assign]) + 0.1 * scale * perp
+            add(m)
+        # components of one mode spread along its mean (one beyond it, one inside)
+        m = np.array([(1.3 if k % 2 == 0 else 0.6) * mu[a] for k, a in enumerate(assign)])
+        add(m + 0.05 * scale * perp)
+    add(np.zeros((M, D)))
+    for r in (0.3, 1.0, 2.0):
+        m = np.zeros((M, D))
+        for k in range(M):
+            m[k, K] = r * scale * (1 if k % 2 == 0 else -1) * (1 + k // 2)
+        add(m)
+    for _ in range(n_random):
+        c = rng.dirichlet(np.ones(K), size=M) * rng.choice([-1.0, 1.0], size=(M, 1))
+        m = c @ mu + rng.normal(size=(M, D)) * scale * rng.choice([0.05, 0.3, 1.0])
+        alpha = rng.normal(size=M) if layout.train_weights else None
+        add(m, None if alpha is None else alpha - alpha.mean())
+    return np.array(starts)
+
+
+def project_to_subspace(y: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Orthogonal projection ``B B^T y`` onto the physical subspace V (fixes the gauge)."""
+    return basis @ (basis.T @ y)
+
+
+# ----------------------------------------------------------------------------------------
+# Newton
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class NewtonResult:
+    """Outcome of one Newton solve.
+
+    y : (n,) final state.  residual : ``max_i |f_i(y)|`` of the full vector field.
+    converged : ``residual < tol``.  iterations : Newton steps taken.
+    method : 'newton' or 'hybr' (scipy fallback).
+    """
+
+    y: np.ndarray
+    residual: float
+    converged: bool
+    iterations: int
+    method: str
+
+
+def _newton_core(rhs: Callable, jac: Callable, y0: np.ndarray, beta: float, theta: np.ndarray,
+                 B: np.ndarray, target: float, max_iter: int, max_step: float
+                 ) -> tuple[np.ndarray, float, int]:
+    y = y0.copy()
+    f = evaluate_rhs(rhs, y, beta, theta)
+    F = B.T @ f
+    phi = float(F @ F)
+    it = 0
+    for it in range(1, max_iter + 1):
+        if not np.all(np.isfinite(F)):
+            return y, math.inf, it
+        if np.max(np.abs(F)) <= target:
+            return y, float(np.max(np.abs(f))), it - 1
+        Jr = restricted_jacobian(evaluate_jacobian(jac, y, beta, theta), B)
+        try:
+            dz = np.linalg.solve(Jr, -F)
+            if not np.all(np.isfinite(dz)):
+                raise np.linalg.LinAlgError
+        except np.linalg.LinAlgError:
+            dz = np.linalg.lstsq(Jr, -F, rcond=None)[0]
+        size = float(np.max(np.abs(dz)))
+        lam = min(1.0, max_step / size) if size > 0 else 1.0
+        accepted = False
+        while lam >= 2.0 ** -12:
+            y_new = y + lam * (B @ dz)
+            f_new = evaluate_rhs(rhs, y_new, beta, theta)
+            F_new = B.T @ f_new
+            phi_new = float(F_new @ F_new)
+            if np.isfinite(phi_new) and phi_new <= (1.0 - 1e-4 * lam) * phi:
+                accepted = True
+                break
+            lam *= 0.5
+        if not accepted:
+            break
+        y, f, F, phi = y_new, f_new, F_new, phi_new
+    return y, float(np.max(np.abs(f))) if np.all(np.isfinite(f)) else math.inf, it
+
+
+def newton(rhs: Callable, jac: Callable, y0: Any, beta: float, theta: Any, *,
+           basis: np.ndarray | None = None, tol: float = 1e-10, max_iter: int = 60,
+           max_step: float | None = None, fallback: bool = True) -> NewtonResult:
+    """Solve ``f(y) = 0`` from ``y0`` (n,) by damped Newton on ``B^T f(B z) = 0``.
+
+    basis : B (n, n_red) of the physical subspace (default identity); y0 is projected onto
+        it first.  tol : acceptance threshold on ``max |f|`` (full vector field); Newton
+        iterates down to ``1e-3 tol`` when it can.  max_step : largest max-norm Newton
+        step (default ``10 (1 + |y0|_inf)``).  fallback : on failure, try
+        ``scipy.optimize.root(method='hybr')`` with the analytic Jacobian.
+    """
+    beta = _check_beta(beta)
+    theta = np.ascontiguousarray(theta, dtype=float)
+    y0 = np.ascontiguousarray(y0, dtype=float)
+    if y0.ndim != 1 or not np.all(np.isfinite(y0)):
+        raise ValueError("y0: must be a finite 1-d array")
+    if not (tol > 0):
+        raise ValueError(f"tol: must be > 0, got {tol}")
+    B = np.eye(y0.size) if basis is None else np.asarray(basis, dtype=float)
+    if B.shape[0] != y0.size:
+        raise ValueError(f"basis: must have {y0.size} rows, got shape {B.shape}")
+    y0 = project_to_subspace(y0, B)
+    if max_step is None:
+        max_step = 10.0 * (1.0 + float(np.max(np.abs(y0))))
+    y, res, it = _newton_core(rhs, jac, y0, beta, theta, B, 1e-3 * tol, max_iter, max_step)
+    if res < tol:
+        return NewtonResult(y, res, True, it, "newton")
+    if not fallback:
+        return NewtonResult(y, res, False, it, "newton")
+    from scipy.optimize import root
+
+    def fun(z: np.ndarray) -> np.ndarray:
+        return B.T @ evaluate_rhs(rhs, B @ z, beta, theta)
+
+    def jfun(z: np.ndarray) -> np.ndarray:
+        return restricted_jacobian(evaluate_jacobian(jac, B @ z, beta, theta), B)
+
+    with np.errstate(all="ignore"):
+        try:
+            sol = root(fun, B.T @ y0, jac=jfun, method="hybr", options={"xtol": 1e-13})
+            z = sol.x
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            return NewtonResult(y, res, False, it, "newton")
+    if not np.all(np.isfinite(z)):
+        return NewtonResult(y, res, False, it, "newton")
+    y2, res2, it2 = _newton_core(rhs, jac, B @ z, beta, theta, B, 1e-3 * tol, 3, max_step)
+    return NewtonResult(y2, res2, bool(res2 < tol), it + it2, "hybr")
+
+
+# ----------------------------------------------------------------------------------------
+# fixed points
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class FixedPoint:
+    """One fixed point ``f(y) = 0`` of the reduced flow at (beta, theta).
+
+    y : (n,) state (gauge fixed: sum alpha = 0).  Q (M, M), R (M, K), alpha (M,) or None,
+    w (M,) mixture weights.  residual : ``max |f(y)|``.  stability : :class:`Stability` on the
+    physical subspace.  label, mechanism : see the module docstring.  assignment : (M,)
+    nearest mode (0-based) of each component.  realisable, gram_min_eig : PSD test of the
+    joint Gram matrix.  objective : F(y) (state-dependent part) if the model provides it.
+    orbit : index of its symmetry orbit in the set.  hits : starts that converged to it.
+    vanishing : components (0-based) whose weight is below ``dead_weight`` (trainable
+    weights; a fixed point "at infinity" whose dead components' means are arbitrary).
+    """
+
+    y: np.ndarray
+    beta: float
+    Q: np.ndarray
+    R: np.ndarray
+    alpha: np.ndarray | None
+    w: np.ndarray
+    residual: float
+    stability: Stability
+    label: str
+    mechanism: str | None
+    assignment: tuple[int, ...]
+    realisable: bool
+    gram_min_eig: float
+    objective: float | None = None
+    orbit: int = -1
+    hits: int = 1
+    vanishing: tuple[int, ...] = ()
+
+    @property
+    def stable(self) -> bool:
+        return self.stability.stable
+
+    @property
+    def kind(self) -> str:
+        return self.stability.kind
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.stability.eigenvalues
+
+    @property
+    def n_unstable(self) -> int:
+        return self.stability.n_unstable
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (eigenvalues as [re, im] pairs, matrices as nested lists)."""
+        d = {
+            "label": self.label,
+            "stable": bool(self.stable),
+            "kind": self.kind,
+            "n_unstable": int(self.n_unstable),
+            "eigenvalues": [[float(e.real), float(e.imag)] for e in self.eigenvalues],
+            "Q": self.Q.tolist(),
+            "R": self.R.tolist(),
+            "w": self.w.tolist(),
+            "assignment": [int(a) + 1 for a in self.assignment],
+            "residual": float(self.residual),
+            "realisable": bool(self.realisable),
+            "gram_min_eig": float(self.gram_min_eig),
+            "objective": None if self.objective is None else float(self.objective),
+            "orbit": int(self.orbit),
+            "hits": int(self.hits),
+            "beta": float(self.beta),
+            "state": self.y.tolist(),
+        }
+        if self.mechanism is not None:
+            d["mechanism"] = self.mechanism
+        if self.vanishing:
+            d["vanishing_weight_components"] = [int(k) + 1 for k in self.vanishing]
+        if self.alpha is not None:
+            d["alpha"] = self.alpha.tolist()
+        return d
+
+
+@dataclass(frozen=True, eq=False)
+class FixedPointSet:
+    """All fixed points found at one parameter point, sorted (stable first, then by unstable
+    dimension, then by objective).  Iterable and indexable like a tuple of FixedPoint.
+
+    n_starts / n_converged : starts tried / converged (before deduplication).
+    n_unrealisable : distinct converged fixed points discarded as not realisable.
+    symmetries : the detected state symmetries (identity first).
+    """
+
+    points: tuple[FixedPoint, ...]
+    beta: float
+    theta: np.ndarray
+    n_starts: int
+    n_converged: int
+    n_unrealisable: int
+    symmetries: tuple[StateSymmetry, ...] = field(default=(), repr=False)
+
+    def __iter__(self) -> Iterator[FixedPoint]:
+        return iter(self.points)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> FixedPoint:
+        return self.points[i]
+
+    def stable(self) -> list[FixedPoint]:
+        return [p for p in self.points if p.stable]
+
+    def with_label(self, label: str) -> list[FixedPoint]:
+        return [p for p in self.points if p.label == label]
+
+
+def analyse_state(model: Any, y: Any, beta: float, theta: Any, *,
+                  basis: np.ndarray | None = None, stability_tol: float = 1e-6,
+                  label_tol: float = 1e-6, weight_threshold: float = 1e-3) -> FixedPoint:
+    """Residual, stability, label and realisability of a state y (n,) (a FixedPoint record).
+
+    Does not solve anything: y should already be a fixed point (see ``residual``).
+    """
+    rhs, jac, layout, objective = _model_parts(model)
+    beta = _check_beta(beta)
+    theta = layout.check_theta(theta)
+    y = layout.fix_gauge(layout.check_state(y))
+    B = reduced_basis(layout, theta) if basis is None else basis
+    res = float(np.max(np.abs(evaluate_rhs(rhs, y, beta, theta))))
+    J = evaluate_jacobian(jac, y, beta, theta)
+    stab = spectrum(restricted_jacobian(J, B), B, stability_tol)
+    Q, R, alpha = layout.unpack(y)
+    T = layout.T(theta)
+    w = layout.weights(y, theta)
+    label, mech = label_state(Q, R, T, weights=w if layout.train_weights else None,
+                              weight_threshold=weight_threshold, label_tol=label_tol)
+    gmin = gram_min_eigenvalue(Q, R, T)
+    obj = None
+    if objective is not None:
+        try:
+            obj = float(objective(np.ascontiguousarray(y), beta, theta))
+        except Exception:  # objective not generated / failed: optional information
+            obj = None
+    return FixedPoint(y=y, beta=beta, Q=Q, R=R, alpha=alpha, w=w, residual=res, stability=stab,
+                      label=label, mechanism=mech,
+                      assignment=tuple(int(a) for a in assign_modes(Q, R, T)),
+                      realisable=bool(gmin >= -1e-8), gram_min_eig=gmin, objective=obj)
+
+
+def _same(y1: np.ndarray, y2: np.ndarray, tol: float) -> bool:
+    return float(np.max(np.abs(y1 - y2))) <= tol * (1.0 + max(float(np.max(np.abs(y1))),
+                                                              float(np.max(np.abs(y2)))))
+
+
+def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None,
+                      n_random: int = 48, seed: int = 0, tol: float = 1e-10,
+                      include_unrealisable: bool = False, psd_tol: float = 1e-8,
+                      dedup_tol: float = 1e-7, merge_tol: float = 1e-4,
+                      stability_tol: float = 1e-6,
+                      label_tol: float = 1e-6, weight_threshold: float = 1e-3,
+                      dead_weight: float = 1e-6, use_symmetries: bool = True,
+                      max_iter: int = 60) -> FixedPointSet:
+    """All fixed points reachable from many starts, with stability, labels and orbits.
+
+    Parameters
+    ----------
+    model : object with ``rhs``, ``jac``, ``structure`` (and optionally ``objective``).
+    beta : inverse temperature (> 0).  theta : (p,) parameter vector (``spec.theta()``).
+    starts : (n_starts, n) starting states; default :func:`default_starts` with
+        ``n_random`` random ones (seed ``seed``).  Extra starts can be appended by the caller.
+    tol : acceptance threshold on ``max |f(y)|``.
+    include_unrealisable : keep fixed points whose joint Gram matrix is not PSD
+        (smallest relative eigenvalue < -psd_tol); they are flagged ``realisable=False``.
+    dedup_tol : relative max-norm distance below which two solutions are the same point.
+    merge_tol : larger distance below which solutions are merged when the Jacobian is
+        nearly singular there (degenerate roots, see :func:`_merge_degenerate`).
+    use_symmetries : detect the symmetry group, assign orbits and add symmetric images.
+    dead_weight : (trainable weights) components with w_k below this are "dead": the flow
+        of their mean is proportional to w_k, so every position passes the residual test
+        (fixed points at alpha_k -> -infinity, the vanishing-weight mechanism).  Such points
+        are compared on their live components only (one representative per configuration
+        of the live components) and listed in ``FixedPoint.vanishing``.
+
+    Returns a :class:`FixedPointSet`.  Every returned point has ``residual < tol``.
+    """
+    rhs, jac, layout, _ = _model_parts(model)
+    beta = _check_beta(beta)
+    theta = layout.check_theta(theta)
+    if starts is None:
+        starts = default_starts(layout, theta, n_random, seed)
+    else:
+        starts = np.asarray(starts, dtype=float)
+        if starts.ndim == 1:
+            starts = starts[None, :]
+        if starts.ndim != 2 or starts.shape[1] != layout.n_state:
+            raise ValueError(f"starts: must have shape (n_starts, {layout.n_state}), "
+                             f"got {starts.shape}")
+        if not np.all(np.isfinite(starts)):
+            raise ValueError("starts: must be finite")
+    B = reduced_basis(layout, theta)
+
+    def canon(y: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+        # with vanishing weights the dead components' means are arbitrary (their gradient is
+        # proportional to their weight): compare live components and weights only
+        if not layout.train_weights:
+            return (), y
+        w = layout.weights(y, theta)
+        dead = w < dead_weight
+        if not dead.any():
+            return (), y
+        Q, R, _ = layout.unpack(y)
+        live = ~dead
+        return (tuple(np.flatnonzero(dead).tolist()),
+                np.concatenate([Q[np.ix_(live, live)].ravel(), R[live].ravel(), w]))
+
+    def same(a: np.ndarray, b: np.ndarray, tol_: float) -> bool:
+        (da, va), (db, vb) = canon(a), canon(b)
+        return da == db and va.shape == vb.shape and _same(va, vb, tol_)
+
+    sols: list[np.ndarray] = []
+    hits: list[int] = []
+    n_conv = 0
+    for y0 in starts:
+        res = newton(rhs, jac, layout.fix_gauge(y0), beta, theta, basis=B, tol=tol,
+                     max_iter=max_iter)
+        if not res.converged:
+            continue
+        n_conv += 1
+        y = snap_to_invariant(rhs, jac, layout, layout.fix_gauge(res.y), beta, theta, tol, B)
+        for i, s in enumerate(sols):
+            if same(y, s, dedup_tol):
+                hits[i] += 1
+                break
+        else:
+            sols.append(y)
+            hits.append(1)
+
+    symmetries: list[StateSymmetry] = []
+    if use_symmetries:
+        symmetries = find_symmetries(rhs, layout, beta, theta)
+        # add missing symmetric images (verified by a Newton polish from the image)
+        for i in range(len(sols)):
+            for g in symmetries[1:]:
+                img = g(sols[i])
+                if any(same(img, s, dedup_tol) for s in sols):
+                    continue
+                r = newton(rhs, jac, img, beta, theta, basis=B, tol=tol, max_iter=5,
+                           fallback=False)
+                if r.converged:
+                    sols.append(layout.fix_gauge(r.y))
+                    hits.append(0)
+
+    sols, hits = _merge_degenerate(rhs, jac, sols, hits, beta, theta, B, merge_tol, same)
+
+    points: list[FixedPoint] = []
+    n_unreal = 0
+    for y, h in zip(sols, hits):
+        fp = analyse_state(model, y, beta, theta, basis=B, stability_tol=stability_tol,
+                           label_tol=label_tol, weight_threshold=weight_threshold)
+        realisable = fp.gram_min_eig >= -psd_tol
+        if not realisable:
+            n_unreal += 1
+            if not include_unrealisable:
+                continue
+        vanishing: tuple[int, ...] = ()
+        if layout.train_weights:
+            vanishing = tuple(int(k) for k in np.flatnonzero(fp.w < dead_weight))
+        points.append(_replace(fp, hits=h, realisable=realisable, vanishing=vanishing))
+
+    # orbits
+    orbit_of = [-1] * len(points)
+    n_orbits = 0
+    for i, p in enumerate(points):
+        if orbit_of[i] >= 0:
+            continue
+        orbit_of[i] = n_orbits
+        for g in symmetries[1:]:
+            img = g(p.y)
+            for j in range(i + 1, len(points)):
+                if orbit_of[j] < 0 and same(img, points[j].y, dedup_tol):
+                    orbit_of[j] = n_orbits
+        n_orbits += 1
+    points = [_replace(p, orbit=o) for p, o in zip(points, orbit_of)]
+
+    def key(p: FixedPoint) -> tuple:
+        return (not p.stable, p.n_unstable, p.objective if p.objective is not None else 0.0,
+                p.orbit)
+
+    points.sort(key=key)
+    # renumber orbits in display order
+    remap: dict[int, int] = {}
+    for p in points:
+        remap.setdefault(p.orbit, len(remap))
+    points = [_replace(p, orbit=remap[p.orbit]) for p in points]
+    return FixedPointSet(tuple(points), beta, theta.copy(), int(starts.shape[0]), n_conv,
+                         n_unreal, tuple(symmetries))
+
+
+def _merge_coincident(y: np.ndarray, layout: StateLayout, theta: np.ndarray,
+                      rel_tol: float) -> np.ndarray | None:
+    """y with nearly coinciding components (|m_k - m_l|^2 <= rel_tol * scale) made to coincide
+    exactly (each group replaced by its mean vector), or None if there are none."""
+    Q, R, alpha = layout.unpack(y)
+    T = layout.T(theta)
+    M = layout.M
+    scale = max(1.0, float(np.max(np.abs(Q))))
+    parent = list(range(M))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    merged = False
+    for k in range(M):
+        for l in range(k + 1, M):
+            c = Q[k, k] - 2.0 * Q[k, l] + Q[l, l]
+            if not (c <= rel_tol * scale):
+                continue
+            # Cauchy-Schwarz bounds that hold when |m_k - m_l|^2 = c (realisable states):
+            # |Q_kk - Q_ll| <= sqrt(c) (|m_k| + |m_l|), |R_ka - R_la| <= sqrt(c T_aa)
+            sc = np.sqrt(max(c, 0.0))
+            slack = 1e-9 * scale
+            if abs(Q[k, k] - Q[l, l]) > sc * (np.sqrt(max(Q[k, k], 0.0))
+                                              + np.sqrt(max(Q[l, l], 0.0))) + slack:
+                continue
+            if np.any(np.abs(R[k] - R[l]) > sc * np.sqrt(np.clip(np.diag(T), 0.0, None))
+                      + slack):
+                continue
+            parent[root(l)] = root(k)
+            merged = True
+    if not merged:
+        return None
+    mu, m = realise(Q, R, T)
+    groups: dict[int, list[int]] = {}
+    for k in range(M):
+        groups.setdefault(root(k), []).append(k)
+    for g in groups.values():
+        m[g] = m[g].mean(axis=0)
+    if alpha is not None:
+        # coinciding components form one Gaussian with their total weight: only the sum
+        # matters (a neutral direction), so the representative splits it equally
+        w = np.exp(alpha - alpha.max())
+        w /= w.sum()
+        for g in groups.values():
+            w[g] = w[g].mean()
+        alpha = np.log(w)
+    return layout.pack(m @ m.T, m @ mu.T, alpha)
+
+
+def _zero_R(y: np.ndarray, layout: StateLayout, rel_tol: float) -> np.ndarray | None:
+    """y with R set to 0 exactly if max |R| <= rel_tol * max(1, |y|_inf), else None."""
+    Q, R, alpha = layout.unpack(y)
+    if not (0 < float(np.max(np.abs(R))) <= rel_tol * max(1.0, float(np.max(np.abs(y))))):
+        return None
+    return layout.pack(Q, np.zeros_like(R), alpha)
+
+
+def invariant_constraints(layout: StateLayout, y: Any, theta: Any,
+                          rtol: float = 1e-13) -> np.ndarray:
+    """Linear constraints C (r, n) of the invariant subspaces that y lies in exactly.
+
+    Candidates: coinciding components k, l with equal weights (``Q_kk = Q_kl = Q_ll``,
+    ``Q_kj = Q_lj``, ``R_k. = R_l.``, and ``alpha_k = alpha_l`` when the weights train;
+    equal components with equal weights follow the same flow) and ``R = 0`` (invariant when
+    the target is symmetric under mu -> -mu; callers check invariance).  Equalities are
+    tested to ``rtol * max(1, |y|_inf)``.  Returns an array with r = 0 rows if none.
+    """
+    y = np.asarray(y, dtype=float)
+    Q, R, alpha = layout.unpack(y)
+    w = layout.weights(y, theta)
+    n = layout.n_state
+    eq = rtol * max(1.0, float(np.max(np.abs(y))))
+
+    def e(i: int) -> np.ndarray:
+        v = np.zeros(n)
+        v[i] = 1.0
+        return v
+
+    rows = []
+    M, K = layout.M, layout.K
+    for k in range(M):
+        for l in range(k + 1, M):
+            if (abs(Q[k, k] - Q[k, l]) <= eq and abs(Q[l, l] - Q[k, l]) <= eq
+                    and float(np.max(np.abs(R[k] - R[l]))) <= eq
+                    and abs(w[k] - w[l]) <= 1e-13):
+                rows.append(e(layout.q_index(k, k)) - e(layout.q_index(k, l)))
+                rows.append(e(layout.q_index(l, l)) - e(layout.q_index(k, l)))
+                for j in range(M):
+                    if j not in (k, l):
+                        rows.append(e(layout.q_index(k, j)) - e(layout.q_index(l, j)))
+                for a in range(K):
+                    rows.append(e(layout.r_index(k, a)) - e(layout.r_index(l, a)))
+                if layout.train_weights:
+                    start = layout.alpha_slice().start
+                    rows.append(e(start + k) - e(start + l))
+    if float(np.max(np.abs(R))) <= 1e-300:
+        rows += [e(layout.r_index(k, a)) for k in range(M) for a in range(K)]
+    return np.array(rows) if rows else np.zeros((0, n))
+
+
+def subspace_basis(C: np.ndarray, B: np.ndarray) -> np.ndarray | None:
+    """Orthonormal basis (n_red, k) of ``{z : C B z = 0}`` (None if C has no rows)."""
+    if C.shape[0] == 0:
+        return None
+    Cz = C @ B
+    _, sv, Vt = np.linalg.svd(Cz)
+    rank = int(np.sum(sv > 1e-12 * max(1.0, float(sv[0]))))
+    N = Vt[rank:].T
+    return N if N.shape[1] else None
+
+
+def _polish_in_subspace(rhs: Callable, jac: Callable, y: np.ndarray, beta: float,
+                        theta: np.ndarray, B: np.ndarray, N: np.ndarray, tol: float,
+                        max_iter: int = 8) -> tuple[np.ndarray, float]:
+    """Newton on ``B^T f = 0`` with steps restricted to ``B N`` (the subspace stays exact)."""
+    best, best_res = y, math.inf
+    for _ in range(max_iter + 1):
+        f = evaluate_rhs(rhs, y, beta, theta)
+        if not np.all(np.isfinite(f)):
+            break
+        res = float(np.max(np.abs(f)))
+        if res < best_res:
+            best, best_res = y, res
+        if res < 1e-3 * tol:
+            break
+        Jr = restricted_jacobian(evaluate_jacobian(jac, y, beta, theta), B)
+        dxi = np.linalg.lstsq(Jr @ N, -(B.T @ f), rcond=1e-10)[0]
+        y = y + B @ (N @ dxi)
+    return best, best_res
+
+
+def snap_to_invariant(rhs: Callable, jac: Callable, layout: StateLayout, y: Any, beta: float,
+                      theta: Any, tol: float = 1e-10, basis: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """Move a converged fixed point exactly onto the invariant subspace it nearly lies in.
+
+    Two linear subspaces are invariant under the flow and contain many fixed points:
+    coinciding components (``m_k = m_l``: ``Q_kk = Q_kl = Q_ll``, ``R_k. = R_l.``; with
+    trainable weights only their total weight matters, and the representative splits it
+    equally) and, for targets symmetric under ``mu -> -mu``, ``R = 0``.  At special
+    parameters (``beta Delta = s``) the direction leaving the first one is exactly neutral
+    (and with trainable weights the weight split of coinciding components always is);
+    Newton then converges only linearly and stops at ``|m_k - m_l|^2 ~ 1e-6``, where the
+    neutral eigenvalue is ~1e-8 with a random sign.  Each candidate projection (both snaps,
+    then each alone) is polished by Newton steps restricted to its subspace and accepted
+    when ``max |f| < tol``; otherwise y is returned unchanged.
+    """
+    y = np.asarray(y, dtype=float)
+    theta = np.asarray(theta, dtype=float)
+    B = reduced_basis(layout, theta) if basis is None else basis
+    yc = _merge_coincident(y, layout, theta, 1e-3)
+    yr = _zero_R(y, layout, 1e-6)
+    ycr = _zero_R(yc, layout, 1e-6) if yc is not None else None
+    for cand in (ycr, yc, yr):
+        if cand is None:
+            continue
+        cand = layout.fix_gauge(cand)
+        N = subspace_basis(invariant_constraints(layout, cand, theta), B)
+        if N is None:
+            continue
+        cand, res = _polish_in_subspace(rhs, jac, cand, beta, theta, B, N, tol)
+        if res < tol:
+            return cand
+    return y
+
+
+def _merge_degenerate(rhs: Callable, jac: Callable, sols: list[np.ndarray], hits: list[int],
+                      beta: float, theta: np.ndarray, B: np.ndarray, merge_tol: float,
+                      same: Callable = _same) -> tuple[list[np.ndarray], list[int]]:
+    """Merge solutions closer than ``merge_tol`` (relative) near a singular Jacobian.
+
+    At a degenerate root (a bifurcation point, e.g. the zero state at beta = s / Delta for
+    the symmetric bimodal preset) Newton converges only linearly and states at distance
+    ~ residual^(1/2) or ^(1/3) from the root already pass the residual test, so strict
+    deduplication would list one fixed point several times.  Two solutions are merged (the
+    one with the smaller residual kept) when they are closer than ``merge_tol`` and the
+    restricted Jacobian at either has a singular value below ``1e-3 max(1, |J|)``.
+    """
+    if len(sols) < 2 or merge_tol <= 0:
+        return sols, hits
+    res = [float(np.max(np.abs(evaluate_rhs(rhs, y, beta, theta)))) for y in sols]
+    sing = []
+    for y in sols:
+        Jr = restricted_jacobian(evaluate_jacobian(jac, y, beta, theta), B)
+        sv = np.linalg.svd(Jr, compute_uv=False) if Jr.size else np.ones(1)
+        sing.append(bool(sv[-1] < 1e-3 * max(1.0, float(sv[0]))))
+    order = sorted(range(len(sols)), key=lambda i: res[i])
+    kept: list[int] = []
+    new_hits: dict[int, int] = {}
+    for i in order:
+        for j in kept:
+            if (sing[i] or sing[j]) and same(sols[i], sols[j], merge_tol):
+                new_hits[j] += hits[i]
+                break
+        else:
+            kept.append(i)
+            new_hits[i] = hits[i]
+    kept.sort()
+    return [sols[i] for i in kept], [new_hits[i] for i in kept]
+
+
+def _replace(fp: FixedPoint, **changes: Any) -> FixedPoint:
+    from dataclasses import replace
+    return replace(fp, **changes)
