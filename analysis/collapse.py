@@ -72,6 +72,7 @@ from .classify import MECHANISM_NAMES, classify, mechanism_counts
 from .stats import proportion
 
 __all__ = ["METHODS", "CollapseResult", "collapse_probability", "critical_angles",
+           "separatrix_vs_d",
            "default_ode_t_end", "is_antipodal_pair"]
 
 METHODS = ("ode", "separatrix", "linear", "montecarlo")
@@ -304,18 +305,40 @@ def _rayleigh_average(eps0: float, log_eps: np.ndarray, theta_c: np.ndarray) -> 
     return float(simpson(2.0 * th / math.pi * dens, x=chi))
 
 
-def _separatrix(spec: ProblemSpec, d: int, opts: dict) -> CollapseResult:
+def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade: int = 12,
+                    chi_min: float = 0.02, chi_max: float = 9.0, tol: float = 1e-4,
+                    t_end: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Separatrix estimate for many dimensions from ONE table of critical angles.
+
+    theta_c(eps) does not depend on d; only ``eps0 = sigma_init sqrt(A/d)`` does.  The eps
+    grid (log-spaced, ``n_eps_per_decade``) covers ``eps0(d) [chi_min, chi_max]`` for every d.
+    Returns (p (len(ds),), error bound (len(ds),), table with eps, theta_c, monotone).
+    """
+    ds = np.asarray(ds, dtype=float)
+    if ds.ndim != 1 or ds.size == 0 or np.any(ds < 1):
+        raise ValueError("ds: must be a non-empty 1-D array of dimensions >= 1")
     A = spec.target.T[0, 0]
-    eps0 = spec.init.sigma_init * math.sqrt(A / d)
-    n_eps = int(opts.get("n_eps", 33))
+    eps0 = spec.init.sigma_init * np.sqrt(A / ds)
+    lo, hi = eps0.min() * chi_min, eps0.max() * chi_max
+    n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
+    eps = np.geomspace(lo, hi, n_eps)
+    theta_c, monotone = critical_angles(spec, eps, t_end=t_end, tol=tol)
+    log_eps = np.log(eps)
+    p = np.array([_rayleigh_average(e, log_eps, theta_c) for e in eps0])
+    p_half = np.array([_rayleigh_average(e, log_eps[::2], theta_c[::2]) for e in eps0])
+    err = np.abs(p - p_half) + 2.0 * tol / math.pi
+    return p, err, {"eps": eps, "theta_c": theta_c, "monotone": monotone}
+
+
+def _separatrix(spec: ProblemSpec, d: int, opts: dict) -> CollapseResult:
+    n_eps = int(opts.get("n_eps_per_decade", 12))
     chi_min, chi_max = float(opts.get("chi_min", 0.02)), float(opts.get("chi_max", 9.0))
     tol = float(opts.get("tol", 1e-4))
-    eps = eps0 * np.geomspace(chi_min, chi_max, n_eps)
-    theta_c, monotone = critical_angles(spec, eps, t_end=opts.get("t_end"), tol=tol)
-    log_eps = np.log(eps)
-    p = _rayleigh_average(eps0, log_eps, theta_c)
-    p_half = _rayleigh_average(eps0, log_eps[::2], theta_c[::2])
-    err = abs(p - p_half) + 2.0 * tol / math.pi
+    p_arr, err_arr, table = separatrix_vs_d(spec, [d], n_eps_per_decade=n_eps, chi_min=chi_min,
+                                            chi_max=chi_max, tol=tol, t_end=opts.get("t_end"))
+    p, err = float(p_arr[0]), float(err_arr[0])
+    eps, theta_c, monotone = table["eps"], table["theta_c"], table["monotone"]
+    eps0 = spec.init.sigma_init * math.sqrt(spec.target.T[0, 0] / d)
     notes = ["large-d formula: Q(0) fluctuations of order d^-1/2 are neglected",
              "ci is a numerical error bound (bisection + interpolation), not a sampling interval"]
     if not monotone.all():
@@ -323,7 +346,7 @@ def _separatrix(spec: ProblemSpec, d: int, opts: dict) -> CollapseResult:
                      f"{monotone.size} amplitudes: first switch used")
     return CollapseResult(
         "separatrix", p, (max(0.0, p - err), min(1.0, p + err)), None, None, d, spec.to_dict(),
-        options={"n_eps": n_eps, "chi_min": chi_min, "chi_max": chi_max, "tol": tol},
+        options={"n_eps_per_decade": n_eps, "chi_min": chi_min, "chi_max": chi_max, "tol": tol},
         details={"eps0": eps0, "eps": eps.tolist(), "theta_c": theta_c.tolist(),
                  "monotone": bool(monotone.all()), "error_bound": err},
         notes=tuple(notes))

@@ -1,0 +1,224 @@
+"""``mfvi reproduce``: the headline figure set, computed from scratch into ``figures/``.
+
+Figures (each PNG has a JSON sidecar with its parameters and numbers):
+
+1. ``phase_T0_tau.png`` — collapse probability over (T0, tau) of the exponential schedule,
+   symmetric bimodal target A = 9, d = 1000, from the separatrix formula (heat map), with the
+   theory ensemble (``ode``) and real SGD in R^d (``montecarlo``) at a few cells.
+2. ``collapse_vs_d.png`` — P(collapse) against d from 10^2 to 10^6 with and without
+   annealing (separatrix, one table of critical angles per schedule), ``ode`` points with
+   Wilson intervals, and fitted power laws.
+3. ``trajectories.png`` — Q(t), R(t): reduced ODE against the deterministic d-dimensional
+   flow from the same initial means, and a few SGD runs in R^d.
+4. ``bifurcation_beta.png`` — fixed points of the symmetric bimodal model against beta
+   (continuation), stable solid, unstable dashed, folds and branch points marked.
+5. ``stability_beta_A.png`` — number of stable collapsed fixed points over (beta, A), with
+   the fold curve from continuation.
+
+Intermediate results are sweeps (:mod:`analysis.sweep`) under ``results_dir``: a killed run
+resumes where it stopped.  ``quick=True`` uses small grids (a smoke test, about a minute).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from derivations.spec import ConstantSchedule, ExponentialSchedule, symmetric_bimodal
+
+from .figures import (fit_power_law, plot_collapse_heatmap, plot_collapse_vs_d,
+                      plot_stability_diagram, plot_trajectories, save_figure)
+
+__all__ = ["Plan", "FULL", "QUICK", "reproduce"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of the reproduce run."""
+
+    A: float = 9.0
+    d: int = 1000
+    T0s: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 25.0, 50.0)
+    taus: tuple[float, ...] = (3.0, 10.0, 30.0, 100.0, 300.0)
+    sep_tol: float = 1e-4
+    sep_eps_per_decade: int = 8
+    ode_cells: tuple[tuple[float, float], ...] = ((6.0, 10.0), (25.0, 30.0), (25.0, 3.0))
+    ode_draws: int = 2000
+    mc_cells: tuple[tuple[float, float], ...] = ((6.0, 3.0), (25.0, 3.0))
+    mc_seeds: int = 200
+    mc_d: int = 1000
+    eta: float = 0.02
+    ds: tuple[float, ...] = tuple(float(x) for x in np.logspace(2, 6, 9))
+    ode_ds: tuple[int, ...] = (100, 1000, 10000)
+    traj_d: int = 1000
+    traj_sgd_runs: int = 4
+    traj_samples: int = 2 ** 14
+    bif_A: float = 9.0
+    betas: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.1, 1.0, 10))
+    As: tuple[float, ...] = (3.0, 4.5, 6.0, 7.5, 9.0, 12.0, 15.0)
+    fold_As: tuple[float, ...] = (5.5, 6.0, 7.5, 9.0, 12.0, 15.0)
+
+
+FULL = Plan()
+QUICK = Plan(T0s=(3.0, 25.0), taus=(3.0, 30.0), sep_tol=1e-3, sep_eps_per_decade=4,
+             ode_cells=((25.0, 3.0),), ode_draws=300, mc_cells=((25.0, 3.0),), mc_seeds=40,
+             mc_d=200, ds=(1e2, 1e4, 1e6), ode_ds=(1000,), traj_d=200, traj_sgd_runs=2,
+             traj_samples=2 ** 11, betas=(0.2, 0.6, 1.0), As=(4.0, 9.0), fold_As=(9.0,))
+
+
+def _log(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(f"[mfvi reproduce] {msg}", file=sys.stderr, flush=True)
+
+
+def reproduce(out_dir: str | Path = "figures", results_dir: Optional[str | Path] = None, *,
+              quick: bool = False, progress: bool = True,
+              only: Optional[set[str]] = None) -> dict[str, Path]:
+    """Compute the headline figures into ``out_dir``; returns {figure name: path}.
+
+    ``results_dir`` (default ``out_dir/../results/reproduce[-quick]``) holds the resumable
+    sweeps.  ``only`` restricts to some of: phase, vs_d, trajectories, bifurcation, stability.
+    """
+    plan = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if results_dir is None:
+        results_dir = out_dir.parent / "results" / ("reproduce-quick" if quick else "reproduce")
+    results_dir = Path(results_dir)
+    jobs: dict[str, Callable[[], Path]] = {
+        "phase": lambda: _phase(plan, out_dir, results_dir, progress),
+        "vs_d": lambda: _vs_d(plan, out_dir, progress),
+        "trajectories": lambda: _trajectories(plan, out_dir, progress),
+        "bifurcation": lambda: _bifurcation(plan, out_dir, progress),
+        "stability": lambda: _stability(plan, out_dir, results_dir, progress),
+    }
+    made = {}
+    for name, job in jobs.items():
+        if only is not None and name not in only:
+            continue
+        t0 = time.perf_counter()
+        _log(f"{name} ...", progress)
+        made[name] = job()
+        _log(f"{name} done in {time.perf_counter() - t0:.1f} s -> {made[name]}", progress)
+    return made
+
+
+def _phase(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    from .collapse import collapse_probability
+    from .phase import apply_cell, collapse_sweep
+    base = symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0))
+    opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
+    res = collapse_sweep(base, {"T0": plan.T0s, "tau": plan.taus}, d=plan.d,
+                         method="separatrix", out_dir=results_dir / "phase_T0_tau",
+                         options=opts, progress=progress)
+    p = res.scalar("p")
+    overlay, points = [], []
+    for i, (T0, tau) in enumerate(plan.ode_cells):
+        spec = apply_cell(base, {"T0": T0, "tau": tau})
+        r = collapse_probability(spec, plan.d, "ode", draws=plan.ode_draws, seed=100 + i)
+        overlay.append({"x": T0, "y": tau, "p": r.p, "lo": r.ci[0], "hi": r.ci[1],
+                        "label": "ode ensemble", "color": "C1"})
+    for i, (T0, tau) in enumerate(plan.mc_cells):
+        spec = apply_cell(base, {"T0": T0, "tau": tau})
+        r = collapse_probability(spec, plan.mc_d, "montecarlo", draws=plan.mc_seeds,
+                                 seed=200 + i, eta=plan.eta, n=8, progress=progress)
+        overlay.append({"x": T0, "y": tau, "p": r.p, "lo": r.ci[0], "hi": r.ci[1],
+                        "label": f"SGD in R^d (eta={plan.eta}, d={plan.mc_d})", "color": "C3",
+                        "offset": -22})
+        points.append(r.to_dict() | {"T0": T0, "tau": tau})
+    cut = int(np.argmin(np.abs(np.asarray(plan.taus) - 3.0)))
+    fig = plot_collapse_heatmap(
+        np.asarray(plan.T0s), np.asarray(plan.taus), p, xlabel="T0 (initial temperature)",
+        ylabel="tau (schedule time scale)",
+        title=f"P(collapse), exponential schedule, A={plan.A:g}, d={plan.d} (separatrix)",
+        overlay=overlay, cut_index=cut, cut_label=f"cut at tau = {plan.taus[cut]:g}")
+    return save_figure(fig, out_dir / "phase_T0_tau.png", {
+        "plan": asdict(plan), "spec": base.to_dict(), "T0": plan.T0s, "tau": plan.taus,
+        "p_separatrix": p, "overlay": overlay, "montecarlo": points})
+
+
+def _vs_d(plan: Plan, out_dir: Path, progress: bool) -> Path:
+    from .collapse import collapse_probability, separatrix_vs_d
+    curves, points, params = [], [], {"plan": asdict(plan)}
+    for label, sch in (("no annealing", ConstantSchedule(1.0)),
+                       ("exponential T0=20, tau=100", ExponentialSchedule(20.0, 100.0))):
+        spec = symmetric_bimodal(plan.A, sch)
+        p, err, table = separatrix_vs_d(spec, plan.ds, tol=plan.sep_tol * 0.1,
+                                        n_eps_per_decade=plan.sep_eps_per_decade)
+        fit = fit_power_law(np.asarray(plan.ds), p)
+        curves.append({"d": plan.ds, "p": p, "label": f"separatrix, {label}", "fit": fit})
+        ode = [collapse_probability(spec, d, "ode", draws=plan.ode_draws, seed=300 + j)
+               for j, d in enumerate(plan.ode_ds)]
+        points.append({"d": list(plan.ode_ds), "p": [r.p for r in ode],
+                       "lo": [r.ci[0] for r in ode], "hi": [r.ci[1] for r in ode],
+                       "label": f"ode ensemble, {label}"})
+        params[label] = {"spec": spec.to_dict(), "d": plan.ds, "p_separatrix": p,
+                         "error_bound": err, "power_law": {"exponent": fit[0], "prefactor": fit[1]},
+                         "ode": [r.to_dict() for r in ode], "monotone": bool(table["monotone"].all())}
+    fig = plot_collapse_vs_d(curves, points, title=f"symmetric bimodal, A={plan.A:g}")
+    return save_figure(fig, out_dir / "collapse_vs_d.png", params)
+
+
+def _trajectories(plan: Plan, out_dir: Path, progress: bool) -> Path:
+    from .montecarlo import (MonteCarloConfig, cross_check, initial_means, realise_geometry,
+                             simulate)
+    spec = symmetric_bimodal(plan.A, ExponentialSchedule(5.0, 10.0))
+    d = plan.traj_d
+    mu, centres = realise_geometry(spec, d, seed=7)
+    m0 = initial_means(spec, d, [0], seed=7, centres=centres)[0]
+    t_end = 80.0
+    cc = cross_check(spec, m0, mu, t_end, n_samples=plan.traj_samples, n_points=81)
+    sgd = simulate(spec, MonteCarloConfig(d=d, seeds=plan.traj_sgd_runs, eta=plan.eta, n=8,
+                                          t_end=t_end, n_records=81, seed=7),
+                   target_means=mu, m0=np.broadcast_to(m0, (plan.traj_sgd_runs,) + m0.shape),
+                   progress=False)
+    fig = plot_trajectories(cc.t, cc.Q_ode, cc.R_ode, cc.t, cc.Q_mc, cc.R_mc,
+                            title=f"reduced ODE (lines) vs deterministic flow in R^{d} "
+                                  f"(markers); max deviation {cc.max_deviation:.1e}",
+                            sim_label=f"deterministic flow, d={d}")
+    axq, axr = fig.axes[:2]
+    for k in range(2):
+        axr.plot(sgd.t, sgd.R[:, :, k, 0].T, color="0.5", lw=0.6, alpha=0.6)
+    axr.plot([], [], color="0.5", lw=0.6, label=f"SGD runs (eta={plan.eta}, n=8): R_k1")
+    axr.legend(fontsize=7, ncol=2)
+    return save_figure(fig, out_dir / "trajectories.png", {
+        "plan": asdict(plan), "spec": spec.to_dict(), "d": d, "t_end": t_end,
+        "max_deviation": cc.max_deviation, "sgd_collapsed": sgd.collapsed})
+
+
+def _bifurcation(plan: Plan, out_dir: Path, progress: bool) -> Path:
+    from derivations.codegen import compile_model
+    from solvers.continuation import ParameterMap, trace_branches
+
+    from .bifurcation import plot_bifurcation
+    spec = symmetric_bimodal(plan.bif_A)
+    model = compile_model(spec.structure)
+    pmap = ParameterMap.from_spec(spec, "beta", 1.0)
+    diagram = trace_branches(model, pmap, 0.05, 1.0, seed_values=[0.05, 0.5, 1.0],
+                             max_branches=16)
+    fig = plot_bifurcation(diagram, title=f"fixed points vs beta, symmetric bimodal A={plan.bif_A:g}")
+    folds = [sp.p for _, sp in diagram.special_points("fold")]
+    return save_figure(fig, out_dir / "bifurcation_beta.png", {
+        "spec": spec.to_dict(), "beta_range": [0.05, 1.0], "folds": folds,
+        "branches": len(diagram.branches)})
+
+
+def _stability(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    from .phase import fold_curve, stability_sweep
+    spec = symmetric_bimodal(plan.A)
+    res = stability_sweep(spec, plan.betas, plan.As, out_dir=results_dir / "stability_beta_A",
+                          progress=progress)
+    stable_collapsed = res.scalar("stable_collapsed")
+    fold_As = np.asarray(plan.fold_As)
+    fold_betas = fold_curve(spec, fold_As)
+    fig = plot_stability_diagram(np.asarray(plan.betas), np.asarray(plan.As), stable_collapsed,
+                                 fold_As, fold_betas,
+                                 title="stable collapsed fixed points (symmetric bimodal)")
+    return save_figure(fig, out_dir / "stability_beta_A.png", {
+        "spec": spec.to_dict(), "beta": plan.betas, "A": plan.As,
+        "stable_collapsed": stable_collapsed, "fold_A": fold_As, "fold_beta": fold_betas})
