@@ -302,14 +302,9 @@ def state_vector(spec: ProblemSpec, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
         raise ValueError(f"Q: must have shape (n, {M}, {M}), got {Q.shape}")
     if R.shape != (Q.shape[0], M, K):
         raise ValueError(f"R: must have shape ({Q.shape[0]}, {M}, {K}), got {R.shape}")
-    n = Q.shape[0]
-    iu, ju = np.triu_indices(M)              # row-major k <= l, as in state_names
-    parts = [Q[:, iu, ju], R.reshape(n, M * K)]
-    if tw:
-        parts.append(np.broadcast_to(initial_alpha(spec), (n, M)))
-    y = np.concatenate(parts, axis=1)
-    assert y.shape[1] == len(state_names(K, M, tw))
-    return y
+    from solvers.ensemble import pack_state
+    alpha = np.broadcast_to(initial_alpha(spec), (Q.shape[0], M)) if tw else None
+    return pack_state(state_names(K, M, tw), Q, R, alpha)
 
 
 def sample_initial_states(spec: ProblemSpec, d: int, n_draws: int,

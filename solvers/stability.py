@@ -150,18 +150,13 @@ class StateLayout:
 
     def unpack(self, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(Q (M, M) symmetric, R (M, K), alpha (M,) or None)`` from a state (n,)."""
-        y = np.asarray(y, dtype=float)
-        M, K = self.M, self.K
-        Q = np.empty((M, M))
-        for k in range(M):
-            for l in range(k, M):
-                Q[k, l] = Q[l, k] = y[self.q_index(k, l)]
-        R = y[self.n_q:self.n_q + M * K].reshape(M, K).copy()
-        alpha = y[self.alpha_slice()].copy() if self.train_weights else None
-        return Q, R, alpha
+        from .ensemble import unpack_state
+        Q, R, alpha = unpack_state(self.state_names, y)
+        return Q, R.copy(), None if alpha is None else alpha.copy()
 
     def pack(self, Q: Any, R: Any, alpha: Any = None) -> np.ndarray:
         """State (n,) from Q (M, M), R (M, K) and alpha (M,) (zeros if None and trainable)."""
+        from .ensemble import pack_state
         M, K = self.M, self.K
         Q = np.asarray(Q, dtype=float)
         R = np.asarray(R, dtype=float)
@@ -169,17 +164,10 @@ class StateLayout:
             raise ValueError(f"Q: must have shape ({M}, {M}), got {Q.shape}")
         if R.shape != (M, K):
             raise ValueError(f"R: must have shape ({M}, {K}), got {R.shape}")
-        y = np.empty(self.n_state)
-        for k in range(M):
-            for l in range(k, M):
-                y[self.q_index(k, l)] = 0.5 * (Q[k, l] + Q[l, k])
-        y[self.n_q:self.n_q + M * K] = R.ravel()
-        if self.train_weights:
-            a = np.zeros(M) if alpha is None else np.asarray(alpha, dtype=float)
-            if a.shape != (M,):
-                raise ValueError(f"alpha: must have shape ({M},), got {a.shape}")
-            y[self.alpha_slice()] = a
-        return y
+        if self.train_weights and alpha is None:
+            alpha = np.zeros(M)
+        return pack_state(self.state_names, 0.5 * (Q + Q.T), R,
+                          alpha if self.train_weights else None)
 
     def T(self, theta: Any) -> np.ndarray:
         """Target Gram matrix T (K, K) from theta."""
