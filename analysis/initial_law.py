@@ -190,7 +190,7 @@ def initial_geometry(spec: ProblemSpec) -> InitialGeometry:
     """Factor the joint Gram matrix of (mu_a, c_k) as described in the module docstring."""
     spec = _check_spec(spec)
     T = spec.target.T
-    K, M = spec.target.K, spec.family.M
+    M = spec.family.M
     e, V_r, lam_r = _psd_factor(T)
     if spec.init.centre_gram is None:
         v = np.zeros((M, e.shape[1]))

@@ -283,19 +283,15 @@ class CompiledModel:
 
     @property
     def state_names(self) -> list[str]:
-        from .spec import state_names
-        s = self.structure
-        return state_names(s.K, s.M, s.train_weights)
+        return self.structure.state_names
 
     @property
     def parameter_names(self) -> list[str]:
-        from .spec import parameter_names
-        s = self.structure
-        return parameter_names(s.K, s.M, s.train_weights, s.path)
+        return self.structure.parameter_names
 
     @property
     def n_state(self) -> int:
-        return len(self.state_names)
+        return self.structure.n_state
 
     def module_path(self, kind: str) -> Path:
         key = module_key(self.structure, kind)

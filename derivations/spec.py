@@ -526,6 +526,20 @@ class ModelStructure:
     def key(self) -> str:
         return f"K{self.K}_M{self.M}_{'tw' if self.train_weights else 'fw'}_{self.path}"
 
+    @property
+    def state_names(self) -> list[str]:
+        """Names of the reduced state vector (see :func:`state_names`)."""
+        return state_names(self.K, self.M, self.train_weights)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the parameter vector theta (see :func:`parameter_names`)."""
+        return parameter_names(self.K, self.M, self.train_weights, self.path)
+
+    @property
+    def n_state(self) -> int:
+        return len(self.state_names)
+
 
 def state_names(K: int, M: int, train_weights: bool) -> list[str]:
     """Names of the reduced state vector, in order: Q upper triangle, R, alpha."""

@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from derivations.spec import ModelStructure, parameter_names, state_names
+from derivations.spec import ModelStructure
 
 __all__ = [
     "StateLayout",
@@ -94,18 +94,15 @@ class StateLayout:
 
     @property
     def state_names(self) -> list[str]:
-        s = self.structure
-        return state_names(s.K, s.M, s.train_weights)
+        return self.structure.state_names
 
     @property
     def parameter_names(self) -> list[str]:
-        s = self.structure
-        return parameter_names(s.K, s.M, s.train_weights, s.path)
+        return self.structure.parameter_names
 
     @property
     def n_state(self) -> int:
-        M, K = self.M, self.K
-        return M * (M + 1) // 2 + M * K + (M if self.train_weights else 0)
+        return self.structure.n_state
 
     @property
     def n_params(self) -> int:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
@@ -83,7 +82,7 @@ def _lse(Z):
 
 def direct_rhs(spec: ProblemSpec, mu, m, alpha, beta):
     """(dQ/dt, dR/dt, dalpha/dt) from DESIGN.md section 2, route 2, in R^d."""
-    K, M = mu.shape[0], m.shape[0]
+    M = m.shape[0]
     pi, Delta = spec.target.pi, spec.target.variance
     s = spec.family.variance
     geometric = spec.path.kind == "geometric"
