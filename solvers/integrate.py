@@ -54,7 +54,8 @@ An optional terminal event is an integer code with a float64 parameter array (no
 closures, so that everything stays cacheable):
 
 * ``0`` none;
-* ``1`` converged, params ``[tol]``: once ``beta >= 1 - 1e-12``, stop at the first accepted
+* ``1`` converged, params ``[tol, beta_min]``: once ``beta >= beta_min`` (default
+  ``1 - 1e-12``), stop at the first accepted
   step point (or at t0) where ``max_i |dy_i/dt| < tol``;
 * ``2`` threshold crossing, params ``[c0, direction, c_1, ..., c_n]``: stop where
   ``g(y) = c . y - c0`` crosses zero (direction +1: from negative to non-negative only,
@@ -248,11 +249,11 @@ def _event_value(code, params, t, y, f, beta):
     """Event function; its sign change (crossing events) or non-positivity (condition events)
     means firing.  y (n,), f = dy/dt (n,), beta = beta(t).
 
-    * 1 converged: ``max |f| - params[0]`` once ``beta >= 1 - 1e-12``, else +inf;
+    * 1 converged: ``max |f| - params[0]`` once ``beta >= params[1]``, else +inf;
     * 2 threshold: ``sum_i params[2 + i] y_i - params[0]``.
     """
     if code == 1:
-        if beta < 1.0 - 1e-12:
+        if beta < params[1]:
             return math.inf
         m = 0.0
         for i in range(y.shape[0]):
@@ -739,12 +740,21 @@ class Event:
         return cls(0, ())
 
     @classmethod
-    def converged(cls, tol: float = 1e-8) -> "Event":
-        """Stop once beta(t) >= 1 - 1e-12 and ``max_i |dy_i/dt| < tol``."""
+    def converged(cls, tol: float = 1e-8, beta_min: float = 1.0 - 1e-12) -> "Event":
+        """Stop once beta(t) >= beta_min and ``max_i |dy_i/dt| < tol``.
+
+        The default waits for beta = 1; a schedule that settles at another final value (or
+        only approaches 1, like the exponential one) needs ``beta_min`` a little below its
+        final beta.  While beta still moves, |dy/dt| carries the drift of the quasi-static
+        state, so ``tol`` itself keeps the event from firing early.
+        """
         tol = float(tol)
+        beta_min = float(beta_min)
         if not (tol > 0 and math.isfinite(tol)):
             raise ValueError(f"event tol: must be a finite number > 0, got {tol}")
-        return cls(EVENT_CODES["converged"], (tol,))
+        if not math.isfinite(beta_min):
+            raise ValueError(f"event beta_min: must be finite, got {beta_min}")
+        return cls(EVENT_CODES["converged"], (tol, beta_min))
 
     @classmethod
     def threshold(cls, c: Sequence[float], c0: float = 0.0, direction: int = 0) -> "Event":
@@ -762,8 +772,8 @@ class Event:
         if self.code == 2 and p.size != n + 2:
             raise ValueError(f"event: threshold coefficients must have length n = {n}, "
                              f"got {p.size - 2}")
-        if self.code == 1 and p.size != 1:
-            raise ValueError("event: converged takes one parameter (tol)")
+        if self.code == 1 and p.size != 2:
+            raise ValueError("event: converged takes two parameters (tol, beta_min)")
         if p.size == 0:
             p = np.zeros(1)
         return int(self.code), p
@@ -805,6 +815,8 @@ def _as_event(event: Any, n: int) -> Tuple[int, np.ndarray]:
         raise ValueError("event: must be None, 'converged', an Event or a (code, params) pair") \
             from None
     p = np.ascontiguousarray(params, dtype=float).ravel()
+    if int(code) == EVENT_CODES["converged"]:
+        return Event.converged(*p).encode(n)      # validates, fills the default beta_min
     return int(code), (p if p.size else np.zeros(1))
 
 

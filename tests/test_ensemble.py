@@ -261,6 +261,18 @@ def test_solve_k1_closed_form():
                                atol=1e-8)
 
 
+def test_generated_k1_model_matches_closed_form():
+    """The generated (SymPy -> Numba) K = M = 1 model under constant beta relaxes exactly as
+    R(t) = T + (R0 - T) e^{-beta t}, Q(t) = T + 2 (R0 - T) e^{-beta t} + (Q0 - 2 R0 + T) e^{-2 beta t}."""
+    from derivations.codegen import compile_model
+    spec = k1_spec(ConstantSchedule(0.6))
+    model = compile_model(spec.structure)
+    tr = solve(spec, model, {"Q": [[0.3]], "R": [[0.1]]}, 8.0, rtol=1e-12, atol=1e-14)
+    Q, R = k1_exact_const_beta(0.6, tr.t, 0.3, 0.1)
+    np.testing.assert_allclose(tr.Q[:, 0, 0], Q, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(tr.R[:, 0, 0], R, rtol=0, atol=1e-10)
+
+
 def test_solve_event_truncates_trajectory():
     spec = k1_spec(PiecewiseConstantSchedule((0.2, 1.0), (3.0,)))
     tr = solve(spec, k1_model(), [0.0, 0.0], 50.0, event="converged", rtol=1e-10, atol=1e-12)

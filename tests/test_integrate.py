@@ -162,8 +162,8 @@ def test_k1_closed_form_all_schedules(schedule):
     assert sol.status == STATUS_SUCCESS and sol.success
     ref = k1_exact(schedule, t_eval, Y0_K1, T_K1)
     np.testing.assert_allclose(sol.t, t_eval)
-    np.testing.assert_allclose(sol.y, ref, rtol=0, atol=2e-9)
-    np.testing.assert_allclose(sol.y_final, ref[-1], rtol=0, atol=2e-9)
+    np.testing.assert_allclose(sol.y, ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(sol.y_final, ref[-1], rtol=0, atol=1e-10)
     assert sol.t_final == 12.0 and math.isnan(sol.t_event)
     # jumps/kinks of beta are step points, so they cost (almost) no rejected steps
     assert sol.n_rejected <= 10
@@ -412,6 +412,24 @@ def test_converged_event_waits_for_beta_one():
     sol = integrate(rhs_k1, Y0_K1, (0.0, 200.0), THETA_K1, schedule=ConstantSchedule(0.5),
                     event=Event.converged(1e-3))
     assert sol.status == STATUS_SUCCESS
+
+
+def test_converged_event_beta_min():
+    """With beta_min below the final beta the event fires for schedules that settle below 1
+    or only approach it; it fires once the state is stationary to tol, not at beta_min."""
+    sol = integrate(rhs_k1, Y0_K1, (0.0, 200.0), THETA_K1, schedule=ConstantSchedule(0.5),
+                    rtol=1e-10, atol=1e-12, event=Event.converged(1e-6, beta_min=0.5 - 1e-3))
+    assert sol.status == STATUS_EVENT
+    assert np.max(np.abs(k1_rhs_np(sol.y_final, 0.5, T_K1))) < 1e-6
+    sched = ExponentialSchedule(20.0, 5.0)
+    sol = integrate(rhs_k1, Y0_K1, (0.0, 1000.0), THETA_K1, schedule=sched, rtol=1e-10,
+                    atol=1e-12, event=Event.converged(1e-6, beta_min=1 - 1e-3))
+    assert sol.status == STATUS_EVENT
+    assert schedule_end_time(sched, 1e-3) <= sol.t_event < schedule_end_time(sched, 1e-12)
+    # a raw (code, params) pair with only tol still means "wait for beta = 1"
+    sol_raw = integrate(rhs_k1, Y0_K1, (0.0, 1000.0), THETA_K1, schedule=sched, rtol=1e-10,
+                        atol=1e-12, event=(1, [1e-6]))
+    assert sol_raw.t_event >= schedule_end_time(sched, 1e-12)
 
 
 def test_converged_event_fires_at_start():
