@@ -952,7 +952,10 @@ def trace_branches(model: Any, pmap: ParameterMap, start: float, stop: float, *,
             beta, theta = pmap(v)
             fps = find_fixed_points(model, beta, theta, n_random=n_random, seed=seed,
                                     include_unrealisable=include_unrealisable)
-            seeds.extend((v, fp.y) for fp in fps)
+            seeds.extend((not fp.stability.stable, v, fp.y) for fp in fps)
+        # stable points first (at every seed value), so that a cap on the number of branches
+        # keeps the attractors' branches
+        seeds = [(v, y) for _, v, y in sorted(seeds, key=lambda s: s[0])]
     branches: list[Branch] = []
     polylines: list[np.ndarray] = []
     on_tol = 0.02 * y_scale

@@ -643,6 +643,18 @@ def _same(y1: np.ndarray, y2: np.ndarray, tol: float) -> bool:
                                                               float(np.max(np.abs(y2)))))
 
 
+def _relaxed(rhs: Any, starts: np.ndarray, beta: float, theta: np.ndarray,
+              t_relax: float) -> np.ndarray:
+    """End points of the gradient flow at constant beta from every start (finite ones)."""
+    from derivations.spec import ConstantSchedule
+
+    from .ensemble import run_ensemble
+    run = run_ensemble(rhs, starts, (0.0, t_relax), theta, schedule=ConstantSchedule(beta),
+                       rtol=1e-8, atol=1e-10, max_steps=20_000, progress=False)
+    Z = run.Z_final[:, :starts.shape[1]]
+    return Z[np.all(np.isfinite(Z), axis=1)]
+
+
 def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None,
                       n_random: int = 48, seed: int = 0, tol: float = 1e-10,
                       include_unrealisable: bool = False, psd_tol: float = 1e-8,
@@ -650,7 +662,7 @@ def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None
                       stability_tol: float = 1e-6,
                       label_tol: float = 1e-6, weight_threshold: float = 1e-3,
                       dead_weight: float = 1e-6, use_symmetries: bool = True,
-                      max_iter: int = 60) -> FixedPointSet:
+                      max_iter: int = 60, relax_time: float = 200.0) -> FixedPointSet:
     """All fixed points reachable from many starts, with stability, labels and orbits.
 
     Parameters
@@ -671,6 +683,10 @@ def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None
         (fixed points at alpha_k -> -infinity, the vanishing-weight mechanism).  Such points
         are compared on their live components only (one representative per configuration
         of the live components) and listed in ``FixedPoint.vanishing``.
+    relax_time : every start is also carried along the gradient flow ``dy/dt = f(y, beta)``
+        for this long (gradient-flow time units) and its end point used as a further start.
+        Stable fixed points attract, so this finds those whose Newton basins the structured
+        starts miss (e.g. the stable collapsed states at A = 15, beta = 1); 0 disables it.
 
     Returns a :class:`FixedPointSet`.  Every returned point has ``residual < tol``.
     """
@@ -688,6 +704,11 @@ def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None
                              f"got {starts.shape}")
         if not np.all(np.isfinite(starts)):
             raise ValueError("starts: must be finite")
+    relax_time = float(relax_time)
+    if not (relax_time >= 0 and math.isfinite(relax_time)):
+        raise ValueError(f"relax_time: must be a finite number >= 0, got {relax_time}")
+    if relax_time > 0:
+        starts = np.concatenate([starts, _relaxed(rhs, starts, beta, theta, relax_time)])
     B = reduced_basis(layout, theta)
 
     def canon(y: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
@@ -940,7 +961,10 @@ def snap_to_invariant(rhs: Callable, jac: Callable, layout: StateLayout, y: Any,
     y = np.asarray(y, dtype=float)
     theta = np.asarray(theta, dtype=float)
     B = reduced_basis(layout, theta) if basis is None else basis
-    yc = _merge_coincident(y, layout, theta, 1e-3)
+    # The merge threshold must stay near Newton's floor (|m_k - m_l|^2 ~ 1e-6): genuine fixed
+    # points with nearly coinciding components exist (A = 15, beta = 1: |m_1 - m_2|^2 = 0.01,
+    # stable), and a looser threshold moved them onto the coincident saddle next to them.
+    yc = _merge_coincident(y, layout, theta, 1e-5)
     yr = _zero_R(y, layout, 1e-6)
     ycr = _zero_R(yc, layout, 1e-6) if yc is not None else None
     for cand in (ycr, yc, yr):

@@ -315,3 +315,34 @@ def test_cli_table(capsys):
     assert main(["fixed-points", "--A", "9", "--beta", "0.7", "--starts", "8"]) == 0
     out = capsys.readouterr().out
     assert "split" in out and "stable" in out
+
+
+def test_nearly_coincident_stable_collapse_is_found_and_kept():
+    """A = 15, beta = 1: the stable collapsed state has |m_1 - m_2|^2 ~ 0.01, next to the
+    coincident saddle.  It is what the flow converges to from a collapsed start (independent
+    check), and the search must neither miss it nor snap it onto the saddle."""
+    from derivations.codegen import compile_model
+    from derivations.spec import ConstantSchedule, symmetric_bimodal
+    from solvers.ensemble import solve
+    spec = symmetric_bimodal(15.0, ConstantSchedule(1.0))
+    model = compile_model(spec.structure)
+    tr = solve(spec, model, {"Q": [[1.2, 1.0], [1.0, 1.2]], "R": [[2.0, -2.0], [1.5, -1.5]]},
+               30000.0, rtol=1e-10, atol=1e-12)
+    Qf = tr.Q_final
+    assert 1e-3 < Qf[0, 0] - 2 * Qf[0, 1] + Qf[1, 1] < 0.1        # distinct but close
+    fps = find_fixed_points(model, 1.0, spec.theta(), n_random=24, seed=0)
+    stable = [f for f in fps if f.stability.stable and f.label == "collapsed"]
+    assert stable
+    dist = min(np.max(np.abs(f.y - tr.y_final)) for f in stable)
+    assert dist < 1e-4, dist
+
+
+def test_no_fixed_point_lost_near_beta_one():
+    """Away from the bifurcation at beta = 1 the number of fixed points does not change."""
+    from derivations.codegen import compile_model
+    from derivations.spec import symmetric_bimodal
+    spec = symmetric_bimodal(9.0)
+    model = compile_model(spec.structure)
+    counts = [len(list(find_fixed_points(model, b, spec.theta(), n_random=24, seed=0)))
+              for b in (0.9, 0.99, 0.999)]
+    assert counts[0] == counts[1] == counts[2], counts
