@@ -38,7 +38,12 @@ linear
     G and classified by their signs at the saturation time t*, where the RMS linearised
     overlap reaches half the target overlap ``T_11 / 2``.  For two components on an antipodal
     target the orthant probability is closed form, ``P = 1/2 + arcsin(rho)/pi`` with rho the
-    correlation of the mapped pair; otherwise the initial law is sampled and mapped.  This is
+    correlation of the mapped pair; otherwise (or with option ``orthant="sampled"``) the
+    Gaussian law of the mapped overlaps is sampled (``draws``; factored by ``eigh``, since it is
+    singular whenever T is) and classified, with a Wilson interval; the closed form's ``ci``
+    is the point itself.  The symmetric trajectory must be well conditioned: for M > 2 on two
+    modes it shrinks the components towards the origin and the tangent system becomes stiff
+    (minutes instead of seconds).  This is
     an approximation: it treats the flow as linear up to t* although the basin boundary is
     set by the nonlinear flow; it maps the axes through G and over-predicts collapse when the
     symmetric (collapsing) direction grows fastest, and its d-dependence enters only through
@@ -166,19 +171,50 @@ def _model(spec: ProblemSpec):
     return compile_model(spec.structure)
 
 
-def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
-                 weight_threshold: float, progress: bool) -> tuple[np.ndarray, np.ndarray,
-                                                                   np.ndarray]:
-    """Integrate one chunk of initial states and classify (module-level: picklable)."""
-    from solvers.ensemble import solve_ensemble
+def _converged_event(spec: ProblemSpec):
+    """Stationarity to 1e-7 once beta is within the settle tolerance of its final value."""
     from solvers.integrate import Event
+    from .montecarlo import _final_beta
+    return Event.converged(1e-7, beta_min=_final_beta(spec.schedule) - 1e-3)
+
+
+def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
+                 weight_threshold: float, progress: bool, max_extensions: int = 3
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Integrate one chunk of initial states to their outcome and classify (module-level:
+    picklable).
+
+    Members stop once stationary (:func:`_converged_event`).  Those still moving at
+    ``t_end`` (slow escapes from near a saddle) are integrated on, from where they stand, for
+    another ``t_end`` at a time, at most ``max_extensions`` times.  Returns (collapsed,
+    mechanism, status, extensions used, members whose classification still changed in the
+    last extension).
+    """
+    from solvers.ensemble import solve_ensemble
+    from solvers.integrate import STATUS_SUCCESS
     spec = ProblemSpec.from_json(spec_json)
     model = _model(spec)
-    res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol,
-                         event=Event.converged(1e-7), progress=progress)
-    collapsed, mech = classify(res.Q_final, res.R_final, spec.target.T, res.w_final,
-                               weight_threshold)
-    return collapsed, mech, res.status
+    event = _converged_event(spec)
+    T = spec.target.T
+    res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol, event=event,
+                         progress=progress)
+    y = res.y_final.copy()
+    status = res.status.copy()
+    collapsed, mech = classify(res.Q_final, res.R_final, T, res.w_final, weight_threshold)
+    t_now, used, changed = t_end, 0, 0
+    while used < max_extensions:
+        moving = np.nonzero(status == STATUS_SUCCESS)[0]
+        if moving.size == 0:
+            break
+        ext = solve_ensemble(spec, model, y[moving], t_now + t_end, t0=t_now, rtol=rtol,
+                             atol=atol, event=event, progress=False)
+        c_new, m_new = classify(ext.Q_final, ext.R_final, T, ext.w_final, weight_threshold)
+        changed = int(np.count_nonzero(c_new != collapsed[moving]))
+        y[moving], status[moving] = ext.y_final, ext.status
+        collapsed[moving], mech[moving] = c_new, m_new
+        t_now += t_end
+        used += 1
+    return collapsed, mech, status, used, changed
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,6 +244,15 @@ def _ode(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
     collapsed = np.concatenate([p[0] for p in parts])
     mech = np.concatenate([p[1] for p in parts])
     status = np.concatenate([p[2] for p in parts])
+    from solvers.integrate import STATUS_SUCCESS
+    unconverged = int(np.count_nonzero(status == STATUS_SUCCESS))
+    changed = int(sum(p[4] for p in parts))
+    notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
+             "(|dy/dt| < 1e-7 after the schedule settled)"]
+    if unconverged:
+        notes.append(f"{unconverged} draws still moving after {max(p[3] for p in parts)} "
+                     f"extension(s) of t_end; {changed} of them changed outcome in the last "
+                     "extension (classified where they stand)")
     prop = proportion(int(collapsed.sum()), int(collapsed.size))
     return CollapseResult(
         "ode", prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
@@ -215,8 +260,10 @@ def _ode(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
                  "seed": seed, "chunk": ODE_CHUNK},
         outcomes=collapsed, mechanisms=mech,
         details={"status_counts": {str(int(s)): int(np.count_nonzero(status == s))
-                                   for s in np.unique(status)}},
-        notes=("exact finite-d initial law; reduced ODE integrated to convergence",))
+                                   for s in np.unique(status)},
+                 "extensions": int(max(p[3] for p in parts)), "unconverged": unconverged,
+                 "changed_in_last_extension": changed},
+        notes=tuple(notes))
 
 
 def _antipodal_state(spec: ProblemSpec, model, u: np.ndarray, q0: float) -> np.ndarray:
@@ -257,12 +304,14 @@ def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: Optional[
     T = spec.target.T
     e_s = np.array([1.0, 1.0]) / math.sqrt(2)
     e_a = np.array([1.0, -1.0]) / math.sqrt(2)
+    from .montecarlo import _final_beta
+    event = Event.converged(1e-8, beta_min=_final_beta(spec.schedule) - 1e-3)
 
     def collapsed_at(eps_v: np.ndarray, theta_v: np.ndarray) -> np.ndarray:
         u = eps_v[:, None] * (np.cos(theta_v)[:, None] * e_s + np.sin(theta_v)[:, None] * e_a)
         Y0 = _antipodal_state(spec, model, u, q0)
         res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol,
-                             event=Event.converged(1e-8), progress=False)
+                             event=event, progress=False)
         return classify(res.Q_final, res.R_final, T, res.w_final)[0]
 
     angles = np.linspace(0.0, 0.5 * math.pi, n_coarse + 1)
@@ -364,22 +413,32 @@ def _linear(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
     y_s0 = pack_state(model, q0 * np.eye(M), np.zeros((M, K)), alpha0)
     t_end = float(opts.get("t_end") or default_ode_t_end(spec))
     n_t = int(opts.get("n_times", 801))
-    traj = solve(spec, model, y_s0, t_end, np.linspace(0.0, t_end, n_t), tangent=True,
-                 rtol=1e-10, atol=1e-12)
-    if np.max(np.abs(traj.R)) > 1e-9:
-        raise ValueError("spec: the linear estimator needs a target for which R = 0 is an "
-                         "invariant manifold (a symmetric target); R left zero by "
-                         f"{np.max(np.abs(traj.R)):.2e}")
+    dt = t_end / (n_t - 1)
     r_idx = np.asarray(lay.r_index).reshape(M, K)
-    G_RR = traj.G[:, r_idx.ravel()][:, :, r_idx.ravel()]           # (n_t, MK, MK)
     T = spec.target.T
     # covariance of the initial overlaps R(0) for zero centres: (sigma^2/d) I_M (x) T
     C0 = np.kron(np.eye(M), T) * spec.init.sigma_init ** 2 / d
-    cov_t = G_RR @ C0 @ np.swapaxes(G_RR, 1, 2)                   # (n_t, MK, MK)
-    rms = np.sqrt(np.trace(cov_t, axis1=1, axis2=2) / (M * K))
     sat = 0.5 * float(np.max(np.diag(T)))
-    hit = np.nonzero(rms >= sat)[0]
-    i_star = int(hit[0]) if hit.size else n_t - 1
+    # The propagator grows exponentially and is only needed up to saturation: integrate over
+    # doubling horizons until the RMS linearised overlap reaches `sat` (or t_end), instead of
+    # following G to ~1e20 at t_end, which costs 10^5 steps for nothing.
+    horizon = min(t_end, 4.0)
+    while True:
+        n_h = max(2, int(round(horizon / dt)) + 1)
+        traj = solve(spec, model, y_s0, horizon, np.linspace(0.0, horizon, n_h), tangent=True,
+                     rtol=1e-10, atol=1e-12)
+        if np.max(np.abs(traj.R)) > 1e-9:
+            raise ValueError("spec: the linear estimator needs a target for which R = 0 is an "
+                             "invariant manifold (a symmetric target); R left zero by "
+                             f"{np.max(np.abs(traj.R)):.2e}")
+        G_RR = traj.G[:, r_idx.ravel()][:, :, r_idx.ravel()]           # (n_h, MK, MK)
+        cov_t = G_RR @ C0 @ np.swapaxes(G_RR, 1, 2)                   # (n_h, MK, MK)
+        rms = np.sqrt(np.trace(cov_t, axis1=1, axis2=2) / (M * K))
+        hit = np.nonzero(rms >= sat)[0]
+        if hit.size or horizon >= t_end:
+            break
+        horizon = min(t_end, 2.0 * horizon)
+    i_star = int(hit[0]) if hit.size else traj.t.size - 1
     t_star = float(traj.t[i_star])
     notes = ["linearisation around the symmetric trajectory R = 0, mapped to the saturation "
              "time t* (RMS linearised overlap = T_11/2); approximation: the nonlinear basin "
@@ -388,7 +447,12 @@ def _linear(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
     if not hit.size:
         notes.append("the linearised overlaps never reached saturation: t* = t_end")
     Qs = traj.Q[i_star]
-    if is_antipodal_pair(spec):
+    orthant = opts.get("orthant", "auto")
+    if orthant not in ("auto", "closed", "sampled"):
+        raise ValueError(f"orthant: must be 'auto', 'closed' or 'sampled', got {orthant!r}")
+    if orthant == "closed" and not is_antipodal_pair(spec):
+        raise ValueError("orthant: the closed form needs the antipodal two-component problem")
+    if orthant != "sampled" and is_antipodal_pair(spec):
         # R_k2 = -R_k1: the pair (R_11, R_21)(t*) is Gaussian; collapse iff equal signs.
         Ssub = cov_t[i_star][np.ix_([0, K], [0, K])]
         rho = float(Ssub[0, 1] / math.sqrt(Ssub[0, 0] * Ssub[1, 1]))
@@ -399,7 +463,9 @@ def _linear(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
             details={"t_star": t_star, "rho": rho, "orthant": "closed form"},
             notes=tuple(notes))
     rng = np.random.default_rng(seed)
-    L = np.linalg.cholesky(cov_t[i_star] + 1e-300 * np.eye(M * K))
+    # the covariance is singular whenever T is (rank(T) < K): factor it by eigh
+    lam, V = np.linalg.eigh(cov_t[i_star])
+    L = V * np.sqrt(np.clip(lam, 0.0, None))
     z = rng.standard_normal((draws, M * K)) @ L.T
     R = z.reshape(draws, M, K)
     collapsed, mech = classify(np.broadcast_to(Qs, (draws, M, M)), R, T)
@@ -418,7 +484,9 @@ def _montecarlo(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
     cfg_kw = {k: opts[k] for k in keys if opts.get(k) is not None}
     chunk = int(opts.get("chunk", draws if executor is None else max(1, math.ceil(draws / 8))))
     offsets = list(range(0, draws, chunk))
-    configs = [MonteCarloConfig(d=d, seeds=min(chunk, draws - o), seed=seed or 0, run_offset=o,
+    if seed is None:                    # fresh entropy, recorded in the options
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+    configs = [MonteCarloConfig(d=d, seeds=min(chunk, draws - o), seed=seed, run_offset=o,
                                 **cfg_kw) for o in offsets]
     progress = bool(opts.get("progress", False))
     if executor is None:

@@ -100,3 +100,44 @@ def test_collapse_command_prints_json(capsys):
     assert out["n"] == 200 and out["d"] == 1000 and out["method"] == "ode"
     assert out["params"]["schedule"] == {"kind": "exponential", "T0": 20.0, "tau": 100.0}
     assert out["ci"][0] <= out["p"] <= out["ci"][1]
+
+
+def test_linear_sampled_orthant_matches_closed_form():
+    """The sampled orthant branch (used beyond the antipodal pair) against the arcsin formula."""
+    spec = symmetric_bimodal(9.0, NO_ANNEALING)
+    closed = collapse_probability(spec, 1000, "linear")
+    sampled = collapse_probability(spec, 1000, "linear", draws=20_000, seed=2, orthant="sampled")
+    assert closed.details["orthant"] == "closed form" and sampled.details["orthant"] == "sampled"
+    lo, hi = wilson_interval(sampled.k, sampled.n, 0.99)
+    assert lo <= closed.p <= hi, (closed.p, sampled.p, (lo, hi))
+    # beyond the antipodal pair (unequal component weights) the sampled branch runs
+    from derivations.spec import VariationalFamily
+    lopsided = spec.replace(family=VariationalFamily(2, weights=[0.3, 0.7]))
+    res = collapse_probability(lopsided, 1000, "linear", draws=2000, seed=3)
+    assert res.details["orthant"] == "sampled" and 0 < res.p < 1
+    with pytest.raises(ValueError, match="orthant"):
+        collapse_probability(lopsided, 1000, "linear", orthant="closed")
+
+
+def test_ode_and_montecarlo_agree_through_the_api():
+    """Small-step SGD in R^d and the theory ensemble, both through collapse_probability, on an
+    annealed case where collapse is common enough to be informative (two-proportion z-test
+    at level 1e-3)."""
+    from analysis.stats import compare_proportions
+    spec = symmetric_bimodal(9.0, ExponentialSchedule(3.0, 3.0))
+    d = 100
+    ode = collapse_probability(spec, d, "ode", draws=3000, seed=21)
+    mc = collapse_probability(spec, d, "montecarlo", draws=400, seed=22, eta=0.005, n=8)
+    assert 0.03 < ode.p < 0.5, ode.p
+    cmp = compare_proportions(mc.k, mc.n, ode.k, ode.n)
+    assert cmp.p_value > 1e-3, (mc.p, ode.p, cmp.to_dict())
+
+
+def test_executor_gives_the_same_draws():
+    from concurrent.futures import ThreadPoolExecutor
+    spec = symmetric_bimodal(9.0, NO_ANNEALING)
+    local = collapse_probability(spec, 100, "ode", draws=2500, seed=9)
+    with ThreadPoolExecutor(2) as ex:
+        pooled = collapse_probability(spec, 100, "ode", draws=2500, seed=9, executor=ex)
+    np.testing.assert_array_equal(local.outcomes, pooled.outcomes)
+    assert local.k == pooled.k and 0 < local.k < local.n
