@@ -187,13 +187,17 @@ STANDARD_MODELS = {
 }
 
 
-def render_standard_models() -> dict[str, str]:
-    """Markdown of every standard model, by file stem (``python -m derivations.emit DIR``)."""
+def render_standard_models() -> dict[str, dict[str, str]]:
+    """Markdown and LaTeX of every standard model: {file stem: {"md": text, "tex": text}}
+    (``python -m derivations.emit DIR`` writes them)."""
     from .model import derive
     out = {}
     for stem, (structure, preset) in STANDARD_MODELS.items():
+        model = derive(structure)
         # the component form of M = 3 runs to pages; its matrix form and G, H are shown
-        out[stem] = to_markdown(derive(structure), preset, expanded=structure.M <= 2)
+        expanded = structure.M <= 2
+        out[stem] = {"md": to_markdown(model, preset, expanded=expanded),
+                     "tex": to_latex(model, preset, expanded=expanded)}
     return out
 
 
@@ -203,6 +207,7 @@ if __name__ == "__main__":
 
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "equations"
     target.mkdir(parents=True, exist_ok=True)
-    for stem, text in render_standard_models().items():
-        (target / f"{stem}.md").write_text(text)
-        print(f"wrote {target / (stem + '.md')}")
+    for stem, texts in render_standard_models().items():
+        for ext, text in texts.items():
+            (target / f"{stem}.{ext}").write_text(text)
+            print(f"wrote {target / (stem + '.' + ext)}")

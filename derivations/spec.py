@@ -106,7 +106,7 @@ def _probability_vector(name: str, value: Any, length: int | None = None) -> tup
         raise ValueError(f"{name}: weights must be > 0 (their logarithms enter the equations), "
                          f"got {arr.tolist()}")
     if abs(arr.sum() - 1.0) > _SUM_TOL:
-        raise ValueError(f"{name}: weights must sum to 1, got sum {arr.sum()!r}")
+        raise ValueError(f"{name}: weights must sum to 1, got sum {float(arr.sum())!r}")
     return tuple(float(x) for x in arr)
 
 
@@ -522,6 +522,8 @@ class ModelStructure:
                 raise ValueError(f"structure.{name}: must be an integer >= 1, got {v!r}")
         if self.path not in ("tempering", "geometric"):
             raise ValueError(f"structure.path: must be 'tempering' or 'geometric', got {self.path!r}")
+        if not isinstance(self.train_weights, (bool, np.bool_)):
+            raise ValueError(f"structure.train_weights: must be a bool, got {self.train_weights!r}")
 
     def key(self) -> str:
         return f"K{self.K}_M{self.M}_{'tw' if self.train_weights else 'fw'}_{self.path}"
@@ -655,6 +657,8 @@ class ProblemSpec:
                        init=Initialisation(**d["init"]))
         except KeyError as exc:
             raise ValueError(f"specification: missing section {exc}") from None
+        except TypeError as exc:     # unknown or missing fields of a section
+            raise ValueError(f"specification: {exc}") from None
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

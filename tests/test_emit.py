@@ -48,9 +48,10 @@ def test_latex_document_is_balanced():
 
 def test_committed_equations_are_current():
     folder = Path(__file__).resolve().parents[1] / "derivations" / "equations"
-    for stem, text in render_standard_models().items():
-        committed = (folder / f"{stem}.md").read_text()
-        assert committed == text, f"{stem}.md is stale: run python -m derivations.emit"
+    for stem, texts in render_standard_models().items():
+        for ext, text in texts.items():
+            committed = (folder / f"{stem}.{ext}").read_text()
+            assert committed == text, f"{stem}.{ext} is stale: run python -m derivations.emit"
 
 
 def test_derive_command_prints_latex(capsys):

@@ -56,6 +56,10 @@ GOOD_T = [[2.0, -1.0], [-1.0, 2.0]]
     (lambda: TabulatedSchedule([0.0, math.inf], [0.5, 1.0]), "schedule.times", "finite"),
     (lambda: Initialisation(sigma_init=0.0), "init.sigma_init", "> 0"),
     (lambda: ModelStructure(0, 2), "structure.K", ">= 1"),
+    (lambda: ModelStructure(2, 2, "no"), "structure.train_weights", "bool"),
+    (lambda: ProblemSpec.from_dict({**symmetric_bimodal(4.0).to_dict(),
+                                    "family": {"n_components": 2, "bogus": 1}}),
+     "specification", "bogus"),
     (lambda: symmetric_bimodal(-1.0), "A", "> 0"),
 ])
 def test_validation_errors_name_field_and_constraint(make, field, phrase):
