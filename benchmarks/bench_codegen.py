@@ -43,7 +43,9 @@ STRUCTURES = {"K2M2tw": (2, 2, True), "K3M3": (3, 3, False), "K2M2": (2, 2, Fals
 
 
 def run(K: int, M: int, tw: bool, kind: str, cache: str) -> dict:
-    env = dict(os.environ, MFVI_CACHE_DIR=cache)
+    # a cold run must also recompile the kernels and solvers, whose Numba caches otherwise sit
+    # warm in the package's __pycache__: send every Numba cache into the same fresh folder
+    env = dict(os.environ, MFVI_CACHE_DIR=cache, NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
     out = subprocess.run([sys.executable, "-c", CHILD, str(K), str(M), "1" if tw else "0", kind],
                          capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

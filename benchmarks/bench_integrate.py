@@ -254,16 +254,18 @@ def main() -> int:
           f"CPU-s ({100 * total_rhs * t_rhs / c_e:.0f}% of the ensemble's CPU time)")
 
     print()
-    print("Targets (wall; CPU-based in brackets):")
+    print("Targets (judged on wall time; CPU-time ratios in brackets):")
+
+    def verdict(ratio: float, target: float) -> str:
+        return "OK" if ratio >= target else f"MISSED by {target / ratio:.2f}x"
+
     if fn is not None:
         w_a, c_a = rows[0][1], rows[0][2]
         print(f"  >= 100x against (a): {w_a / w_m:.0f}x [{c_a / c_m:.0f}x]  "
-              f"{'OK' if c_a / c_m >= 100 else 'MISSED'}")
-    print(f"  >= 3x against (b):   {w_b / w_m:.1f}x [{c_b / c_m:.1f}x]  "
-          f"{'OK' if c_b / c_m >= 3 else 'MISSED'}")
-    ideal = c_e / n_threads
-    print(f"  ensemble <= 10 s:    {w_e:.3g} s [{ideal:.3g} s]  "
-          f"{'OK' if ideal <= 10 else f'MISSED by {ideal / 10:.2f}x'}")
+              f"{verdict(w_a / w_m, 100)}")
+    print(f"  >= 3x against (b):   {w_b / w_m:.1f}x [{c_b / c_m:.1f}x]  {verdict(w_b / w_m, 3)}")
+    print(f"  ensemble <= 10 s:    {w_e:.3g} s [CPU / threads {c_e / n_threads:.3g} s]  "
+          f"{'OK' if w_e <= 10 else f'MISSED by {w_e / 10:.2f}x'}")
     return 0
 
 

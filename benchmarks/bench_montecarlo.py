@@ -217,6 +217,17 @@ def main(argv=None) -> int:
               f"{res['numpy_ns_per_normal']:.1f} ns/normal)")
         print(f"  kernel time / (noise + arithmetic floor) = "
               f"{res['kernel_time_over_noise_plus_arithmetic_floor']:.2f}")
+        print("Targets:")
+        sp_np = res["speedup_vs_numpy"]
+        r_ar = res["kernel_time_over_arithmetic_floor"]
+        r_nf = res["kernel_time_over_noise_plus_arithmetic_floor"]
+        print(f"  >= 3x the NumPy baseline:            {sp_np:.1f}x  "
+              f"{'OK' if sp_np >= 3 else f'MISSED by {3 / sp_np:.2f}x'}")
+        print(f"  within 3x of the arithmetic floor:   {r_ar:.2f}x  "
+              f"{'OK' if r_ar <= 3 else f'MISSED by {r_ar / 3:.2f}x'} (the floor counts the "
+              "step's flops but not the generation of its normals)")
+        print(f"  within 3x of noise + arithmetic:     {r_nf:.2f}x  "
+              f"{'OK' if r_nf <= 3 else f'MISSED by {r_nf / 3:.2f}x'}")
     return 0
 
 
