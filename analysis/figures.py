@@ -55,6 +55,14 @@ def save_figure(fig: Any, path: str | Path, params: Mapping[str, Any], dpi: int 
     return path
 
 
+def _grid_ticks(axis: Any, values: np.ndarray) -> None:
+    """Label an axis at the grid values themselves (log axes otherwise crowd minor labels)."""
+    from matplotlib.ticker import NullLocator
+    values = np.asarray(values, dtype=float)
+    axis.set_minor_locator(NullLocator())
+    axis.set_ticks(values, [f"{v:g}" for v in values])
+
+
 def plot_collapse_heatmap(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, xlabel: str,
                           ylabel: str, title: str, overlay: Sequence[Mapping[str, float]] = (),
                           cut_index: Optional[int] = None, cut_label: str = "",
@@ -74,7 +82,11 @@ def plot_collapse_heatmap(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, xlabel
     ax = axes[0, 0]
     floor = 1e-4
     vals = np.clip(np.asarray(p, dtype=float), floor, 1.0)
-    norm = LogNorm(vmin=max(floor, np.nanmin(vals)), vmax=max(np.nanmax(vals), 2 * floor))
+    # the colour scale spans the overlay points too, so that a point outside the theory's
+    # range shows as a different colour instead of saturating
+    span = np.concatenate([vals[np.isfinite(vals)].ravel(),
+                           np.clip([o["p"] for o in overlay], floor, 1.0)])
+    norm = LogNorm(vmin=max(floor, float(np.min(span))), vmax=max(float(np.max(span)), 2 * floor))
     mesh = ax.pcolormesh(x, y, vals.T, shading="nearest", cmap="viridis", norm=norm)
     fig.colorbar(mesh, ax=ax, label="P(collapse)")
     for o in overlay:
@@ -88,6 +100,8 @@ def plot_collapse_heatmap(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, xlabel
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    _grid_ticks(ax.xaxis, x)
+    _grid_ticks(ax.yaxis, y)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
@@ -106,6 +120,7 @@ def plot_collapse_heatmap(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, xlabel
         if logx:
             ax2.set_xscale("log")
         ax2.set_yscale("log")
+        _grid_ticks(ax2.xaxis, x)
         ax2.set_xlabel(xlabel)
         ax2.set_ylabel("P(collapse)")
         ax2.set_title(cut_label, fontsize=9)
@@ -198,11 +213,14 @@ def plot_stability_diagram(betas: np.ndarray, As: np.ndarray, stable_collapsed: 
     mesh = ax.pcolormesh(betas, As, np.asarray(stable_collapsed).T, shading="nearest",
                          cmap="Reds", vmin=0)
     fig.colorbar(mesh, ax=ax, label="stable collapsed fixed points")
+    fold_betas = np.asarray(fold_betas, dtype=float)
     ok = np.isfinite(fold_betas)
-    ax.plot(fold_betas[ok], fold_As[ok], "k-o", ms=3, label="fold (continuation)")
+    if ok.any():
+        ax.plot(fold_betas[ok], np.asarray(fold_As, dtype=float)[ok], "k-o", ms=3,
+                label="fold (continuation)")
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel("beta")
     ax.set_ylabel("A = |mu|^2")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig

@@ -14,6 +14,10 @@ Figures (each PNG has a JSON sidecar with its parameters and numbers):
    (continuation), stable solid, unstable dashed, folds and branch points marked.
 5. ``stability_beta_A.png`` — number of stable collapsed fixed points over (beta, A), with
    the fold curve from continuation.
+6. ``phase_linear_T0_tau.png``, ``phase_A_sigma.png``, ``phase_pi_A.png`` — the other
+   sweeps: (T0, tau) of the linear schedule and (A, sigma_init) under the exponential one
+   (separatrix, d = 1000), and (pi_1, A) of an unbalanced target without annealing (theory
+   ensemble, where the separatrix formula does not apply).
 
 Intermediate results are sweeps (:mod:`analysis.sweep`) under ``results_dir``: a killed run
 resumes where it stopped.  ``quick=True`` uses small grids (a smoke test, about a minute).
@@ -29,12 +33,17 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from derivations.spec import ConstantSchedule, ExponentialSchedule, symmetric_bimodal
+from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
+                              symmetric_bimodal)
 
 from .figures import (fit_power_law, plot_collapse_heatmap, plot_collapse_vs_d,
                       plot_stability_diagram, plot_trajectories, save_figure)
 
-__all__ = ["Plan", "FULL", "QUICK", "reproduce"]
+__all__ = ["Plan", "FULL", "QUICK", "FIGURES", "reproduce"]
+
+#: Figure jobs of :func:`reproduce`, in order.
+FIGURES = ("phase", "vs_d", "trajectories", "bifurcation", "stability", "linear_schedule",
+           "A_sigma", "pi_A")
 
 
 @dataclass(frozen=True)
@@ -62,13 +71,22 @@ class Plan:
     betas: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.1, 1.0, 10))
     As: tuple[float, ...] = (3.0, 4.5, 6.0, 7.5, 9.0, 12.0, 15.0)
     fold_As: tuple[float, ...] = (5.5, 6.0, 7.5, 9.0, 12.0, 15.0)
+    lin_T0s: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 25.0, 50.0)
+    lin_taus: tuple[float, ...] = (3.0, 10.0, 30.0, 100.0, 300.0)
+    sweep_As: tuple[float, ...] = (4.0, 6.0, 9.0, 12.0, 16.0)
+    sigmas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    pis: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    pi_As: tuple[float, ...] = (4.0, 9.0, 16.0)
+    pi_draws: int = 1000
 
 
 FULL = Plan()
 QUICK = Plan(T0s=(3.0, 25.0), taus=(3.0, 30.0), sep_tol=1e-3, sep_eps_per_decade=4,
              ode_cells=((25.0, 3.0),), ode_draws=300, mc_cells=((25.0, 3.0),), mc_seeds=40,
              mc_d=200, ds=(1e2, 1e4, 1e6), ode_ds=(1000,), traj_d=200, traj_sgd_runs=2,
-             traj_samples=2 ** 11, betas=(0.2, 0.6, 1.0), As=(4.0, 9.0), fold_As=(9.0,))
+             traj_samples=2 ** 11, betas=(0.2, 0.6, 1.0), As=(4.0, 9.0), fold_As=(9.0,),
+             lin_T0s=(3.0, 25.0), lin_taus=(3.0, 30.0), sweep_As=(4.0, 9.0), sigmas=(0.5, 1.0),
+             pis=(0.5, 0.8), pi_As=(9.0,), pi_draws=300)
 
 
 def _log(msg: str, enabled: bool) -> None:
@@ -82,7 +100,7 @@ def reproduce(out_dir: str | Path = "figures", results_dir: Optional[str | Path]
     """Compute the headline figures into ``out_dir``; returns {figure name: path}.
 
     ``results_dir`` (default ``out_dir/../results/reproduce[-quick]``) holds the resumable
-    sweeps.  ``only`` restricts to some of: phase, vs_d, trajectories, bifurcation, stability.
+    sweeps.  ``only`` restricts to some of :data:`FIGURES`.
     """
     plan = QUICK if quick else FULL
     out_dir = Path(out_dir)
@@ -96,6 +114,9 @@ def reproduce(out_dir: str | Path = "figures", results_dir: Optional[str | Path]
         "trajectories": lambda: _trajectories(plan, out_dir, progress),
         "bifurcation": lambda: _bifurcation(plan, out_dir, progress),
         "stability": lambda: _stability(plan, out_dir, results_dir, progress),
+        "linear_schedule": lambda: _linear_schedule(plan, out_dir, results_dir, progress),
+        "A_sigma": lambda: _A_sigma(plan, out_dir, results_dir, progress),
+        "pi_A": lambda: _pi_A(plan, out_dir, results_dir, progress),
     }
     made = {}
     for name, job in jobs.items():
@@ -129,7 +150,7 @@ def _phase(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path
                                  seed=200 + i, eta=plan.eta, n=8, progress=progress)
         overlay.append({"x": T0, "y": tau, "p": r.p, "lo": r.ci[0], "hi": r.ci[1],
                         "label": f"SGD in R^d (eta={plan.eta}, d={plan.mc_d})", "color": "C3",
-                        "offset": -22})
+                        "offset": 30})
         points.append(r.to_dict() | {"T0": T0, "tau": tau})
     cut = int(np.argmin(np.abs(np.asarray(plan.taus) - 3.0)))
     fig = plot_collapse_heatmap(
@@ -222,3 +243,52 @@ def _stability(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> 
     return save_figure(fig, out_dir / "stability_beta_A.png", {
         "spec": spec.to_dict(), "beta": plan.betas, "A": plan.As,
         "stable_collapsed": stable_collapsed, "fold_A": fold_As, "fold_beta": fold_betas})
+
+
+def _linear_schedule(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    from .phase import collapse_sweep
+    opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
+    lin = symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0))
+    res = collapse_sweep(lin, {"T0": plan.lin_T0s, "tau": plan.lin_taus}, d=plan.d,
+                         method="separatrix", out_dir=results_dir / "phase_linear_T0_tau",
+                         options=opts, progress=progress)
+    fig = plot_collapse_heatmap(
+        np.asarray(plan.lin_T0s), np.asarray(plan.lin_taus), res.scalar("p"),
+        xlabel="T0 (initial temperature)", ylabel="tau (time to reach beta = 1)",
+        title=f"P(collapse), linear schedule, A={plan.A:g}, d={plan.d} (separatrix)")
+    return save_figure(fig, out_dir / "phase_linear_T0_tau.png", {
+        "plan": asdict(plan), "spec": lin.to_dict(), "T0": plan.lin_T0s, "tau": plan.lin_taus,
+        "p_separatrix": res.scalar("p")})
+
+
+def _A_sigma(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    from .phase import collapse_sweep
+    opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
+    exp = symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0))
+    res = collapse_sweep(exp, {"A": plan.sweep_As, "sigma_init": plan.sigmas}, d=plan.d,
+                         method="separatrix", out_dir=results_dir / "phase_A_sigma",
+                         options=opts, progress=progress)
+    fig = plot_collapse_heatmap(
+        np.asarray(plan.sweep_As), np.asarray(plan.sigmas), res.scalar("p"),
+        xlabel="A = |mu|^2", ylabel="sigma_init",
+        title=f"P(collapse), exponential T0=20, tau=100, d={plan.d} (separatrix)")
+    return save_figure(fig, out_dir / "phase_A_sigma.png", {
+        "plan": asdict(plan), "spec": exp.to_dict(), "A": plan.sweep_As,
+        "sigma_init": plan.sigmas, "p_separatrix": res.scalar("p")})
+
+
+def _pi_A(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    from .phase import collapse_sweep
+    cold = symmetric_bimodal(plan.A, ConstantSchedule(1.0))
+    res = collapse_sweep(cold, {"pi_1": plan.pis, "A": plan.pi_As}, d=plan.d, method="ode",
+                         draws=plan.pi_draws, seed=400, out_dir=results_dir / "phase_pi_A",
+                         progress=progress)
+    p = res.scalar("p")
+    lo, hi = res.scalar("ci_low"), res.scalar("ci_high")
+    fig = plot_collapse_heatmap(
+        np.asarray(plan.pis), np.asarray(plan.pi_As), p, xlabel="pi_1 (weight of mode 1)",
+        ylabel="A = |mu|^2", logx=False,
+        title=f"P(collapse), no annealing, d={plan.d} (ode ensemble, {plan.pi_draws} draws)")
+    return save_figure(fig, out_dir / "phase_pi_A.png", {
+        "plan": asdict(plan), "spec": cold.to_dict(), "pi_1": plan.pis, "A": plan.pi_As,
+        "p_ode": p, "ci_low": lo, "ci_high": hi})

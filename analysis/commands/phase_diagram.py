@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "phase-diagram", help="collapse probability over a grid (resumable sweep)",
         description="Sweep the collapse probability over one or two axes among T0, tau, A, "
-                    "sigma_init, pi_1. Each cell is written atomically to --out; rerunning "
-                    "the same command resumes a killed sweep.")
+                    "sigma_init, pi_1 (the separatrix method needs the antipodal target: "
+                    "use --method ode for pi_1); or, with --stability, count the stable fixed "
+                    "points by label over the axes beta and A. Each cell is written "
+                    "atomically to --out; rerunning the same command resumes a killed sweep.")
     add_problem_arguments(p, schedule_default="exponential")
     p.add_argument("--axis", action="append", type=_axis, required=True,
                    metavar="NAME=VALUES",
@@ -48,7 +50,41 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run cells in a process pool of this size (default in-process)")
     p.add_argument("--plot", default=None, help="save a heat map (2-D) to this PNG")
     p.add_argument("--json", action="store_true", help="print the grid as one JSON object")
+    p.add_argument("--stability", action="store_true",
+                   help="fixed-point stability diagram instead: axes beta and A; per cell the "
+                        "number of stable split / collapsed / symmetric fixed points")
     p.set_defaults(func=run)
+
+
+def _run_stability(args: argparse.Namespace, spec, axes: dict) -> int:
+    import numpy as np
+
+    from analysis.phase import LABELS, stability_sweep
+    if set(axes) != {"beta", "A"}:
+        raise SystemExit("mfvi phase-diagram --stability: give the axes beta and A")
+    try:
+        res = stability_sweep(spec, axes["beta"], axes["A"], out_dir=args.out,
+                              progress=not args.json and sys.stderr.isatty())
+    except ValueError as exc:
+        raise SystemExit(f"mfvi phase-diagram: {exc}") from None
+    counts = {lab: res.scalar(f"stable_{lab}") for lab in LABELS}
+    if args.plot:
+        from analysis.figures import plot_stability_diagram, save_figure
+        fig = plot_stability_diagram(np.asarray(axes["beta"]), np.asarray(axes["A"]),
+                                     counts["collapsed"], np.array([]), np.array([]),
+                                     title="stable collapsed fixed points")
+        save_figure(fig, args.plot, {"axes": axes, "spec": spec.to_dict(), "sweep": args.out,
+                                     **{f"stable_{k}": v for k, v in counts.items()}})
+    if args.json:
+        print(json.dumps({"axes": {"beta": axes["beta"], "A": axes["A"]},
+                          **{f"stable_{k}": v.tolist() for k, v in counts.items()},
+                          "params": spec.to_dict(), "out": args.out}))
+    else:
+        for i, b in enumerate(axes["beta"]):
+            for j, a in enumerate(axes["A"]):
+                print(f"beta={b:g}, A={a:g}: stable " + ", ".join(
+                    f"{lab} {int(counts[lab][i, j])}" for lab in LABELS))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     axes = dict(args.axis)
     if len(axes) != len(args.axis) or len(axes) > 2:
         raise SystemExit("mfvi phase-diagram: give one or two distinct --axis")
+    if args.stability:
+        return _run_stability(args, spec, axes)
     executor = None
     if args.workers > 0:
         from concurrent.futures import ProcessPoolExecutor

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.reproduce import FIGURES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="compute the headline figures into figures/",
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: <out>/../results/reproduce[-quick])")
     p.add_argument("--quick", action="store_true", help="small grids: a smoke test")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=("phase", "vs_d", "trajectories", "bifurcation", "stability"),
+                   choices=FIGURES,
                    help="make only these figures")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.set_defaults(func=run)
