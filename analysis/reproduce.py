@@ -245,36 +245,36 @@ def _stability(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> 
         "stable_collapsed": stable_collapsed, "fold_A": fold_As, "fold_beta": fold_betas})
 
 
-def _linear_schedule(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+def _separatrix_heatmap(plan: Plan, spec, axes: dict, name: str, results_dir: Path,
+                        out_dir: Path, progress: bool, xlabel: str, ylabel: str,
+                        title: str) -> Path:
+    """A two-axis separatrix sweep at d = plan.d, drawn as a heat map into ``name``.png."""
     from .phase import collapse_sweep
     opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
-    lin = symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0))
-    res = collapse_sweep(lin, {"T0": plan.lin_T0s, "tau": plan.lin_taus}, d=plan.d,
-                         method="separatrix", out_dir=results_dir / "phase_linear_T0_tau",
-                         options=opts, progress=progress)
-    fig = plot_collapse_heatmap(
-        np.asarray(plan.lin_T0s), np.asarray(plan.lin_taus), res.scalar("p"),
-        xlabel="T0 (initial temperature)", ylabel="tau (time to reach beta = 1)",
-        title=f"P(collapse), linear schedule, A={plan.A:g}, d={plan.d} (separatrix)")
-    return save_figure(fig, out_dir / "phase_linear_T0_tau.png", {
-        "plan": asdict(plan), "spec": lin.to_dict(), "T0": plan.lin_T0s, "tau": plan.lin_taus,
+    res = collapse_sweep(spec, axes, d=plan.d, method="separatrix",
+                         out_dir=results_dir / name, options=opts, progress=progress)
+    (xn, xv), (yn, yv) = axes.items()
+    fig = plot_collapse_heatmap(np.asarray(xv), np.asarray(yv), res.scalar("p"),
+                                xlabel=xlabel, ylabel=ylabel, title=title)
+    return save_figure(fig, out_dir / f"{name}.png", {
+        "plan": asdict(plan), "spec": spec.to_dict(), xn: xv, yn: yv,
         "p_separatrix": res.scalar("p")})
 
 
+def _linear_schedule(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+    return _separatrix_heatmap(
+        plan, symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0)),
+        {"T0": plan.lin_T0s, "tau": plan.lin_taus}, "phase_linear_T0_tau", results_dir,
+        out_dir, progress, "T0 (initial temperature)", "tau (time to reach beta = 1)",
+        f"P(collapse), linear schedule, A={plan.A:g}, d={plan.d} (separatrix)")
+
+
 def _A_sigma(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
-    from .phase import collapse_sweep
-    opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
-    exp = symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0))
-    res = collapse_sweep(exp, {"A": plan.sweep_As, "sigma_init": plan.sigmas}, d=plan.d,
-                         method="separatrix", out_dir=results_dir / "phase_A_sigma",
-                         options=opts, progress=progress)
-    fig = plot_collapse_heatmap(
-        np.asarray(plan.sweep_As), np.asarray(plan.sigmas), res.scalar("p"),
-        xlabel="A = |mu|^2", ylabel="sigma_init",
-        title=f"P(collapse), exponential T0=20, tau=100, d={plan.d} (separatrix)")
-    return save_figure(fig, out_dir / "phase_A_sigma.png", {
-        "plan": asdict(plan), "spec": exp.to_dict(), "A": plan.sweep_As,
-        "sigma_init": plan.sigmas, "p_separatrix": res.scalar("p")})
+    return _separatrix_heatmap(
+        plan, symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0)),
+        {"A": plan.sweep_As, "sigma_init": plan.sigmas}, "phase_A_sigma", results_dir,
+        out_dir, progress, "A = |mu|^2", "sigma_init",
+        f"P(collapse), exponential T0=20, tau=100, d={plan.d} (separatrix)")
 
 
 def _pi_A(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
