@@ -21,6 +21,10 @@ diverged          3     the statistics are not finite (e.g. SGD with too large a
                         members are reported as not collapsed and should be counted separately
 ================  ====  =========================================================================
 
+A member in which both happen (one mode uncovered by any mean, another abandoned through its
+weights) is reported as mean_alignment: the means alone already collapse it.  Without weights
+(``w=None``: fixed equal weights) no component is ignored.
+
 Ties in the argmin go to the lowest mode index (numpy's argmin), so the result is a
 deterministic function of (Q, R, T, w).
 """
@@ -103,8 +107,9 @@ def classify(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: Optional[np.ndarray
                          f"got {weight_threshold!r}")
     batch = Q.shape[:-2]
     M, K = R.shape[-2], R.shape[-1]
-    if w is None:
+    if w is None:               # fixed weights: no component can vanish
         w = np.full(batch + (M,), 1.0 / M)
+        thr = 0.0
     else:
         w = np.asarray(w, dtype=float)
         if w.shape != batch + (M,):

@@ -222,3 +222,26 @@ def test_one_compiled_model_serves_all_parameter_values():
     a = compile_model(ModelStructure(2, 2, False, "tempering"))
     b = compile_model(ModelStructure(2, 2, False, "tempering"))
     assert a is b and a.rhs is b.rhs
+
+
+def test_generated_modules_are_cached_on_disk(tmp_path, monkeypatch):
+    """A second process-level load of the same structure reuses the generated module; the key
+    changes with the structure, the function and the package version."""
+    import derivations.codegen as cg
+    from derivations.spec import ModelStructure
+    monkeypatch.setenv("MFVI_CACHE_DIR", str(tmp_path))
+    st = ModelStructure(1, 1)
+    first = cg.CompiledModel(st)
+    first.rhs
+    assert first.timings["rhs"]["generated"] is True
+    assert first.module_path("rhs").parent == tmp_path / "generated"
+    second = cg.CompiledModel(st)           # a fresh model object: nothing shared in memory
+    second.rhs
+    assert second.timings["rhs"]["generated"] is False
+    keys = {cg.module_key(st, "rhs"), cg.module_key(st, "jac"),
+            cg.module_key(ModelStructure(1, 1, True), "rhs"),
+            cg.module_key(ModelStructure(1, 1, False, "geometric"), "rhs")}
+    assert len(keys) == 4
+    before = cg.module_key(st, "rhs")
+    monkeypatch.setattr(cg, "_package_version", lambda: "999.0")
+    assert cg.module_key(st, "rhs") != before

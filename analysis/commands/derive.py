@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("latex", "markdown", "python"), default="markdown",
                    help="output format (default markdown)")
     p.add_argument("--function", choices=("rhs", "jac", "objective"), default="rhs",
-                   help="which generated function to print with --format python (default rhs)")
+                   help="which generated function to print with --format python (default rhs); "
+                        "the module is the structure's, whatever the preset: its numbers "
+                        "(T, pi, Delta, s, w) enter at run time as the parameter vector theta")
     p.add_argument("--no-components", action="store_true",
                    help="omit the component form of the ODEs (long for M >= 3)")
     p.set_defaults(func=run)
