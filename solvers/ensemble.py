@@ -40,7 +40,7 @@ from . import schedule as _schedule_module
 from .integrate import (N_INFO_F, N_INFO_I, STATUS_MESSAGES, _as_event, check_common,
                         as_first_class, encode_schedule, integrate_core, null_jac,
                         source_key)
-from .signatures import JAC_SIG, RHS_SIG, JacFn, RhsFn
+from .signatures import JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
     "integrate_ensemble",
@@ -67,7 +67,7 @@ _ENSEMBLE_SIG = types.void(
     _v2, _f8, _f8, _v1, _v2,           # Y0 (N, n), t0, t_end, t_eval, Theta (1 or N, p)
     _i8, _v1,                          # schedule code, params
     _f8, _f8, _f8, _f8, _i8,           # rtol, atol, h0, h_max, max_steps
-    _i8, _v1,                          # event code, params
+    _i8, _v1, EventFn,                 # event code, params, predicate
     _v2, _v3, types.int64[:, ::1], _v2,  # Z_final (N, nz), Z_traj (N, n_eval, nz), info
 )
 
@@ -75,8 +75,8 @@ _ENSEMBLE_SIG = types.void(
 def _build_integrate_ensemble(deps_key: int):
     @njit(_ENSEMBLE_SIG, parallel=True, cache=True)
     def integrate_ensemble(method, mode, rhs, jac, Y0, t0, t_end, t_eval, Theta, scode, sparams,
-                           rtol, atol, h0, h_max, max_steps, ecode, eparams, Z_final, Z_traj,
-                           info_i, info_f):
+                           rtol, atol, h0, h_max, max_steps, ecode, eparams, efn, Z_final,
+                           Z_traj, info_i, info_f):
         """Integrate N members in parallel (``numba.prange``); compiled core.
 
         Arguments as :func:`solvers.integrate.integrate_core`, batched:
@@ -93,8 +93,8 @@ def _build_integrate_ensemble(deps_key: int):
         for i in prange(N):
             j = np.int64(i) * np.int64(n_theta > 1)
             integrate_core(method, mode, rhs, jac, Y0[i], t0, t_end, t_eval, Theta[j], scode,
-                           sparams, rtol, atol, h0, h_max, max_steps, ecode, eparams, Z_final[i],
-                           Z_traj[i], info_i[i], info_f[i])
+                           sparams, rtol, atol, h0, h_max, max_steps, ecode, eparams, efn,
+                           Z_final[i], Z_traj[i], info_i[i], info_f[i])
 
     return integrate_ensemble
 
@@ -177,7 +177,7 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
         raise ValueError("jac: required for the tangent propagator (tangent=True)")
     jac_fn = null_jac if jac is None else jac
     scode, sparams = encode_schedule(schedule)
-    ecode, eparams = _as_event(event, n)
+    ecode, eparams, efn = _as_event(event, n)
     mode = 1 if tangent else 0
     nz = n + n * n if tangent else n
     n_t = te.size
@@ -209,7 +209,7 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
             Th = Theta if Theta.shape[0] == 1 else Theta[a:b]
             integrate_ensemble(mcode, mode, rhs_fc, jac_fc, Y0[a:b], t0, t_end, te, Th, scode,
                                sparams, float(rtol), float(atol), h0, float(h_max),
-                               int(max_steps), ecode, eparams, Z_final[a:b], Z_traj[a:b],
+                               int(max_steps), ecode, eparams, efn, Z_final[a:b], Z_traj[a:b],
                                info_i[a:b], info_f[a:b])
             if bar is not None:
                 bar.update(b - a)

@@ -63,7 +63,12 @@ closures, so that everything stays cacheable):
   the dense output by the Illinois method to ``~1e-12`` relative; the returned state is the
   dense-output state at the end of the final bracket on the crossed side.
 
-New events are added in :func:`_event_value` (and :func:`_event_kind`,
+* ``3`` predicate, params ``[direction, p_1, ..., p_m]`` and a compiled function
+  ``g(t, y, f, beta, p)`` with :data:`solvers.signatures.EVENT_SIG` (e.g. "the outcome is
+  decided"): stop where g crosses zero in ``direction``, located like a threshold crossing.
+  g is passed as a first-class function, so the integrator stays cached on disk.
+
+Built-in events are added in :func:`_event_value` (and :func:`_event_kind`,
 :func:`_event_direction`, :func:`_event_needs_f`).
 
 Status codes: 0 success (reached t_end), 1 terminal event fired, -1 ``max_steps`` attempted
@@ -87,7 +92,7 @@ from numba.core.types.function_type import CompileResultWAP
 
 from . import schedule as _schedule_module
 from .schedule import PIECEWISE, beta_at, schedule_kinks
-from .signatures import JAC_SIG, RHS_SIG, JacFn, RhsFn
+from .signatures import EVENT_SIG, JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
     "METHOD_CODES",
@@ -106,13 +111,14 @@ __all__ = [
     "propagator",
     "integrate_core",
     "null_jac",
+    "null_event",
     "encode_schedule",
     "as_first_class",
     "source_key",
 ]
 
 METHOD_CODES = {"dopri5": 0, "rk4": 1}
-EVENT_CODES = {"none": 0, "converged": 1, "threshold": 2}
+EVENT_CODES = {"none": 0, "converged": 1, "threshold": 2, "predicate": 3}
 
 STATUS_SUCCESS = 0
 STATUS_EVENT = 1
@@ -179,6 +185,12 @@ def null_jac(y, beta, theta, J):
     J[:, :] = np.nan
 
 
+@njit(EVENT_SIG, cache=True)
+def null_event(t, y, f, beta, params):
+    """Placeholder event predicate for integrations without a user event (never fires)."""
+    return 1.0
+
+
 @njit(types.void(_v1, _v1), cache=True)
 def _copy(src, dst):
     """dst[:] = src (an explicit loop: cheaper to compile than slice assignment)."""
@@ -221,7 +233,7 @@ def _event_kind(code):
     """0: no event; 1: condition (fires where value <= 0); 2: sign-change crossing."""
     if code == 1:
         return _EVENT_KIND_CONDITION
-    if code == 2:
+    if code == 2 or code == 3:
         return _EVENT_KIND_CROSSING
     return _EVENT_KIND_NONE
 
@@ -229,8 +241,8 @@ def _event_kind(code):
 @njit(_i8(_i8, _v1), cache=True)
 def _event_direction(code, params):
     """Direction of a crossing event: +1 upward only, -1 downward only, 0 both."""
-    if code == 2:
-        d = params[1]
+    if code == 2 or code == 3:
+        d = params[1] if code == 2 else params[0]
         if d > 0:
             return 1
         if d < 0:
@@ -241,16 +253,17 @@ def _event_direction(code, params):
 @njit(_b1(_i8), cache=True)
 def _event_needs_f(code):
     """Whether :func:`_event_value` reads f = dy/dt (then f is evaluated while locating)."""
-    return code == 1
+    return code == 1 or code == 3
 
 
-@njit(_f8(_i8, _v1, _f8, _v1, _v1, _f8), cache=True)
-def _event_value(code, params, t, y, f, beta):
+@njit(_f8(_i8, EventFn, _v1, _f8, _v1, _v1, _f8), cache=True)
+def _event_value(code, efn, params, t, y, f, beta):
     """Event function; its sign change (crossing events) or non-positivity (condition events)
     means firing.  y (n,), f = dy/dt (n,), beta = beta(t).
 
     * 1 converged: ``max |f| - params[0]`` once ``beta >= params[1]``, else +inf;
-    * 2 threshold: ``sum_i params[2 + i] y_i - params[0]``.
+    * 2 threshold: ``sum_i params[2 + i] y_i - params[0]``;
+    * 3 predicate: ``efn(t, y, f, beta, params[1:])``.
     """
     if code == 1:
         if beta < params[1]:
@@ -266,6 +279,8 @@ def _event_value(code, params, t, y, f, beta):
         for i in range(y.shape[0]):
             acc += params[2 + i] * y[i]
         return acc
+    if code == 3:
+        return efn(t, y, f, beta, params[1:])
     return 1.0
 
 
@@ -332,7 +347,7 @@ _INTEGRATE_SIG = types.void(
     _v1, _f8, _f8, _v1, _v1,           # y0, t0, t_end, t_eval, theta
     _i8, _v1,                          # schedule code, params
     _f8, _f8, _f8, _f8, _i8,           # rtol, atol, h0, h_max, max_steps
-    _i8, _v1,                          # event code, params
+    _i8, _v1, EventFn,                 # event code, params, predicate
     _v1, _v2, types.int64[::1], _v1,   # z_out, Z_eval, info_i, info_f
 )
 
@@ -355,8 +370,8 @@ def source_key(*modules: Any) -> int:
 def _build_integrate_core(deps_key: int):
     @njit(_INTEGRATE_SIG, cache=True)
     def integrate_core(method, mode, rhs, jac, y0, t0, t_end, t_eval, theta, scode, sparams,
-                       rtol, atol, h0, h_max, max_steps, ecode, eparams, z_out, Z_eval, info_i,
-                       info_f):
+                       rtol, atol, h0, h_max, max_steps, ecode, eparams, efn, z_out, Z_eval,
+                       info_i, info_f):
         """Integrate ``dy/dt = f(y, beta(t); theta)`` from t0 to t_end (compiled core).
 
         Parameters
@@ -374,6 +389,7 @@ def _build_integrate_core(deps_key: int):
         h_max : largest step (DOPRI5).
         max_steps : largest number of attempted steps (accepted + rejected).
         ecode, eparams : terminal event (code, parameters); ecode 0 for none.
+        efn : event predicate (``EventFn``), only called for ecode 3.
 
         Outputs (written in place)
         --------------------------
@@ -462,7 +478,7 @@ def _build_integrate_core(deps_key: int):
         g_old = 1.0
         fired = False
         if ekind != _EVENT_KIND_NONE and status == STATUS_SUCCESS:
-            g_old = _event_value(ecode, eparams, t, z[:n], fa[:n], beta)
+            g_old = _event_value(ecode, efn, eparams, t, z[:n], fa[:n], beta)
             if ekind == _EVENT_KIND_CONDITION and g_old <= 0.0:
                 fired = True
                 status = STATUS_EVENT
@@ -632,7 +648,8 @@ def _build_integrate_core(deps_key: int):
             # ---- events ------------------------------------------------------------------------
             t_stop = t_new
             if ekind != _EVENT_KIND_NONE:
-                g_new = _event_value(ecode, eparams, t_new, znew[:n], fb[:n], beta_new)
+                g_new = _event_value(ecode, efn, eparams, t_new, znew[:n], fb[:n],
+                                     beta_new)
                 if ekind == _EVENT_KIND_CONDITION:
                     if g_new <= 0.0:
                         fired = True
@@ -660,10 +677,10 @@ def _build_integrate_core(deps_key: int):
                                     _feval(mode, rhs, jac, zd,
                                            _beta_stage(c, scode, sparams, tmid), theta, fd, Jm)
                                     n_rhs += 1
-                                    gc = _event_value(ecode, eparams, c, zd[:n], fd[:n],
+                                    gc = _event_value(ecode, efn, eparams, c, zd[:n], fd[:n],
                                                       _beta_stage(c, scode, sparams, tmid))
                                 else:
-                                    gc = _event_value(ecode, eparams, c, zd[:n], fzero,
+                                    gc = _event_value(ecode, efn, eparams, c, zd[:n], fzero,
                                                       _beta_stage(c, scode, sparams, tmid))
                                 if gc == 0.0:
                                     b = c
@@ -730,10 +747,12 @@ integrate_core = _build_integrate_core(source_key(_schedule_module))
 
 @dataclass(frozen=True)
 class Event:
-    """A terminal event: integer ``code`` (see :data:`EVENT_CODES`) and float ``params``."""
+    """A terminal event: integer ``code`` (see :data:`EVENT_CODES`), float ``params`` and, for
+    a user predicate, the compiled function ``fn``."""
 
     code: int = 0
     params: Tuple[float, ...] = ()
+    fn: Any = None
 
     @classmethod
     def none(cls) -> "Event":
@@ -766,6 +785,25 @@ class Event:
             raise ValueError(f"event direction: must be -1, 0 or +1, got {direction!r}")
         return cls(EVENT_CODES["threshold"], (float(c0), float(direction), *map(float, c)))
 
+    @classmethod
+    def predicate(cls, fn: Any, params: Sequence[float] = (), direction: int = 0) -> "Event":
+        """Stop where the compiled ``fn(t, y, f, beta, params) -> float`` crosses zero.
+
+        ``fn`` must be compiled for :data:`solvers.signatures.EVENT_SIG`, e.g.
+        ``@njit(EVENT_SIG, cache=True)``; y (n,) is the state, f (n,) = dy/dt, beta = beta(t).
+        direction +1 fires on upward crossings only, -1 on downward ones, 0 on both.  The
+        crossing time is located on the dense output like a threshold crossing.
+        """
+        if not isinstance(fn, Dispatcher) or fn.overloads.get(EVENT_SIG.args) is None:
+            raise ValueError("event fn: must be a Numba function compiled for "
+                             "solvers.signatures.EVENT_SIG (@njit(EVENT_SIG))")
+        if direction not in (-1, 0, 1):
+            raise ValueError(f"event direction: must be -1, 0 or +1, got {direction!r}")
+        p = np.asarray(params, dtype=float).ravel()
+        if not np.all(np.isfinite(p)):
+            raise ValueError("event params: must be finite")
+        return cls(EVENT_CODES["predicate"], (float(direction), *map(float, p)), fn)
+
     def encode(self, n: int) -> Tuple[int, np.ndarray]:
         """(code, params) for the compiled core; checks the parameter count for state size n."""
         p = np.array(self.params, dtype=float)
@@ -797,7 +835,16 @@ def encode_schedule(schedule: Any) -> Tuple[int, np.ndarray]:
     return int(code), params
 
 
-def _as_event(event: Any, n: int) -> Tuple[int, np.ndarray]:
+def _as_event(event: Any, n: int) -> Tuple[int, np.ndarray, Any]:
+    """(code, params, predicate as a first-class function) of an event argument."""
+    code, params = _encode_event(event, n)
+    fn = event.fn if isinstance(event, Event) and event.fn is not None else null_event
+    if code == EVENT_CODES["predicate"] and fn is null_event:
+        raise ValueError("event: a predicate event needs its function (use Event.predicate)")
+    return code, params, as_first_class(fn, EVENT_SIG)
+
+
+def _encode_event(event: Any, n: int) -> Tuple[int, np.ndarray]:
     if event is None:
         return 0, np.zeros(1)
     if isinstance(event, str):
@@ -981,7 +1028,7 @@ def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
     jac_fn = null_jac if jac is None else jac
     scode, sparams = encode_schedule(schedule)
     n = y0.size
-    ecode, eparams = _as_event(event, n)
+    ecode, eparams, efn = _as_event(event, n)
     mode = 1 if tangent else 0
     nz = n + n * n if tangent else n
     z_out = np.empty(nz)
@@ -990,7 +1037,7 @@ def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
     info_f = np.zeros(N_INFO_F)
     integrate_core(mcode, mode, as_first_class(rhs, RHS_SIG), as_first_class(jac_fn, JAC_SIG),
                    y0, t0, t_end, te, theta, scode, sparams, float(rtol), float(atol), h0,
-                   float(h_max), int(max_steps), ecode, eparams, z_out, Z, info_i, info_f)
+                   float(h_max), int(max_steps), ecode, eparams, efn, z_out, Z, info_i, info_f)
     k = int(info_i[4])
     status = int(info_i[0])
     G = Z[:k, n:].reshape(k, n, n) if tangent else None

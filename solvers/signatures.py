@@ -9,6 +9,11 @@ process; one typed with ``types.FunctionType`` is not):
   beta; y (n,), theta (p,), out (n,).  Time unit: the gradient-flow time t (eta * steps).
 * ``jac(y, beta, theta, J)``: ``J[i, j] = d(dy_i/dt)/dy_j``; J (n, n).
 * ``objective(y, beta, theta) -> F`` up to terms independent of the state.
+
+User-supplied event predicates (``solvers.integrate.Event.predicate``) have the signature
+
+* ``g(t, y, f, beta, params) -> float``: the event fires where g changes sign; t the time,
+  y (n,) the state, f (n,) = dy/dt, beta = beta(t), params the event's own parameters.
 """
 
 from numba import types
@@ -16,9 +21,12 @@ from numba import types
 RHS_SIG = types.void(types.float64[::1], types.float64, types.float64[::1], types.float64[::1])
 JAC_SIG = types.void(types.float64[::1], types.float64, types.float64[::1], types.float64[:, ::1])
 OBJ_SIG = types.float64(types.float64[::1], types.float64, types.float64[::1])
+EVENT_SIG = types.float64(types.float64, types.float64[::1], types.float64[::1], types.float64,
+                          types.float64[::1])
 
 RhsFn = types.FunctionType(RHS_SIG)
 JacFn = types.FunctionType(JAC_SIG)
 ObjFn = types.FunctionType(OBJ_SIG)
+EventFn = types.FunctionType(EVENT_SIG)
 
-__all__ = ["RHS_SIG", "JAC_SIG", "OBJ_SIG", "RhsFn", "JacFn", "ObjFn"]
+__all__ = ["RHS_SIG", "JAC_SIG", "OBJ_SIG", "EVENT_SIG", "RhsFn", "JacFn", "ObjFn", "EventFn"]

@@ -503,3 +503,61 @@ def test_propagator_rk4_and_piecewise():
                      method="rk4", h=0.01)
     Gref = scipy.linalg.expm(A * beta_integral(sched, 3.0))
     np.testing.assert_allclose(sol.G_final, Gref, rtol=1e-8, atol=1e-10)
+
+
+from solvers.signatures import EVENT_SIG  # noqa: E402
+
+
+@njit(EVENT_SIG, cache=True)
+def _r_reaches(t, y, f, beta, p):
+    """R - p[0]: a predicate on the state."""
+    return y[1] - p[0]
+
+
+@njit(EVENT_SIG, cache=True)
+def _r_speed_below(t, y, f, beta, p):
+    """dR/dt - p[0] beta: a predicate on the field and on beta."""
+    return f[1] - p[0] * beta
+
+
+def test_user_predicate_events_fire_at_the_analytic_time():
+    """K = M = 1 at constant beta: R(t) = T + (R0 - T) e^{-beta t}, dR/dt = beta (T - R)."""
+    beta = 0.7
+    R0 = Y0_K1[1]
+    sched = ConstantSchedule(beta)
+    sol = integrate(rhs_k1, Y0_K1, (0.0, 50.0), THETA_K1, schedule=sched, rtol=1e-12,
+                    atol=1e-14, event=Event.predicate(_r_reaches, [4.5], direction=1))
+    assert sol.status == STATUS_EVENT
+    t_star = math.log((R0 - T_K1) / (4.5 - T_K1)) / beta
+    assert sol.t_event == pytest.approx(t_star, abs=1e-9)
+    assert sol.y_final[1] == pytest.approx(4.5, abs=1e-10)
+    # dR/dt = c beta  <=>  R = T - c; falls through c beta from above
+    c = 2.0
+    sol = integrate(rhs_k1, Y0_K1, (0.0, 50.0), THETA_K1, schedule=sched, rtol=1e-12,
+                    atol=1e-14, event=Event.predicate(_r_speed_below, [c], direction=-1))
+    t_star = math.log((R0 - T_K1) / (-c)) / beta
+    assert sol.status == STATUS_EVENT and sol.t_event == pytest.approx(t_star, abs=1e-9)
+    # the wrong direction never fires
+    sol = integrate(rhs_k1, Y0_K1, (0.0, 50.0), THETA_K1, schedule=sched,
+                    event=Event.predicate(_r_reaches, [4.5], direction=-1))
+    assert sol.status == STATUS_SUCCESS
+
+
+def test_user_predicate_event_in_an_ensemble():
+    from solvers.ensemble import run_ensemble
+    Y0 = np.array([[0.3, 0.1], [0.3, -2.0], [0.3, 6.0]])
+    ev = Event.predicate(_r_reaches, [7.0], direction=1)
+    run = run_ensemble(rhs_k1, Y0, (0.0, 50.0), THETA_K1, rtol=1e-12, atol=1e-14, event=ev,
+                       progress=False)
+    expect = np.log((Y0[:, 1] - T_K1) / (7.0 - T_K1))
+    np.testing.assert_allclose(run.t_event, expect, atol=1e-9)
+    assert np.all(run.status == STATUS_EVENT)
+
+
+def test_user_predicate_event_bad_input():
+    with pytest.raises(ValueError, match="EVENT_SIG"):
+        Event.predicate(lambda t, y, f, b, p: 1.0)
+    with pytest.raises(ValueError, match="direction"):
+        Event.predicate(_r_reaches, [1.0], direction=2)
+    with pytest.raises(ValueError, match="predicate"):
+        integrate(rhs_k1, Y0_K1, (0.0, 1.0), THETA_K1, event=(3, [0.0, 1.0]))
