@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("montecarlo", help="SGD/Adam variational inference in R^d from many seeds",
                        description="Train q by stochastic gradient on the annealed reverse KL in "
                                    "dimension d from many independent seeds and report the "
-                                   "collapse fraction with a Wilson 95%% interval.")
+                                   "collapse fraction with a Wilson 95% interval.")
     add_problem_arguments(p, schedule_default="exponential")
     g = p.add_argument_group("Monte Carlo")
     g.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
