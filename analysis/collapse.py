@@ -71,7 +71,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from derivations.spec import ProblemSpec
+from derivations.spec import ProblemSpec, require_spec
 
 from .classify import MECHANISM_NAMES, classify, mechanism_counts
 from .stats import proportion
@@ -135,10 +135,7 @@ class CollapseResult:
 # helpers
 # ------------------------------------------------------------------------------------------
 
-def _check_spec(spec: Any) -> ProblemSpec:
-    if not isinstance(spec, ProblemSpec):
-        raise ValueError(f"spec: must be a ProblemSpec, got {type(spec).__name__}")
-    return spec
+_check_spec = require_spec
 
 
 def _check_d(d: Any) -> int:

@@ -86,7 +86,7 @@ from typing import Union
 
 import numpy as np
 
-from derivations.spec import ProblemSpec, state_names
+from derivations.spec import ProblemSpec, require_spec, state_names
 
 __all__ = [
     "InitialGeometry",
@@ -129,10 +129,7 @@ def _as_generator(rng: RNGLike) -> np.random.Generator:
     return np.random.default_rng(int(rng))
 
 
-def _check_spec(spec: object) -> ProblemSpec:
-    if not isinstance(spec, ProblemSpec):
-        raise ValueError(f"spec: must be a derivations.spec.ProblemSpec, got {type(spec).__name__}")
-    return spec
+_check_spec = require_spec
 
 
 # ----------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule)
+                              PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule,
+                              require_spec)
 
 from . import _mc_kernels as _k
 from .classify import assign, classify, mechanism_counts
@@ -135,10 +136,20 @@ def _pos_float(name: str, value: Any, allow_zero: bool = False) -> float:
     return x
 
 
-def _check_spec(spec: Any) -> ProblemSpec:
-    if not isinstance(spec, ProblemSpec):
-        raise ValueError(f"spec: must be a derivations.spec.ProblemSpec, got {type(spec).__name__}")
-    return spec
+_check_spec = require_spec
+
+
+def _check_means(spec: ProblemSpec, m: Any, mu: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Component means (M, d) and target means (K, d) as contiguous float arrays."""
+    m = np.ascontiguousarray(m, dtype=float)
+    mu = np.ascontiguousarray(mu, dtype=float)
+    M, K = spec.family.M, spec.target.K
+    if m.ndim != 2 or m.shape[0] != M:
+        raise ValueError(f"{name}: must have shape ({M}, d), got {m.shape}")
+    d = m.shape[1]
+    if mu.shape != (K, d):
+        raise ValueError(f"mu: must have shape ({K}, {d}), got {mu.shape}")
+    return m, mu
 
 
 # ----------------------------------------------------------------------------------------
@@ -473,14 +484,8 @@ def stochastic_gradient(spec: ProblemSpec, m: np.ndarray, mu: np.ndarray, eps: n
     spec = _check_spec(spec)
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {estimator!r}")
-    m = np.ascontiguousarray(m, dtype=float)
-    mu = np.ascontiguousarray(mu, dtype=float)
-    M, K = spec.family.M, spec.target.K
-    if m.ndim != 2 or m.shape[0] != M:
-        raise ValueError(f"m: must have shape ({M}, d), got {m.shape}")
-    d = m.shape[1]
-    if mu.shape != (K, d):
-        raise ValueError(f"mu: must have shape ({K}, {d}), got {mu.shape}")
+    m, mu = _check_means(spec, m, mu, "m")
+    M, K, d = spec.family.M, spec.target.K, m.shape[1]
     eps = np.asarray(eps, dtype=float)
     if eps.ndim != 3 or eps.shape[0] != M or eps.shape[2] != d or eps.shape[1] < 1:
         raise ValueError(f"eps: must have shape ({M}, n, {d}), got {eps.shape}")
@@ -907,14 +912,9 @@ def deterministic_flow(spec: ProblemSpec, m0: np.ndarray, mu: np.ndarray, t_end:
     n_samples : size of the antithetic set (2 * base points); seed : its random stream.
     """
     spec = _check_spec(spec)
-    m = np.array(m0, dtype=float)
-    mu = np.ascontiguousarray(mu, dtype=float)
-    M, K = spec.family.M, spec.target.K
-    if m.ndim != 2 or m.shape[0] != M:
-        raise ValueError(f"m0: must have shape ({M}, d), got {m.shape}")
-    d = m.shape[1]
-    if mu.shape != (K, d):
-        raise ValueError(f"mu: must have shape ({K}, {d}), got {mu.shape}")
+    m, mu = _check_means(spec, m0, mu, "m0")
+    m = m.copy()
+    M, d = spec.family.M, m.shape[1]
     t_end = _pos_float("t_end", t_end, allow_zero=True)
     n_samples = _pos_int("n_samples", n_samples, 2)
     dt = _pos_float("dt", dt)

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 
 __all__ = [
+    "require_spec",
     "TargetMixture",
     "VariationalFamily",
     "AnnealingPath",
@@ -666,6 +667,14 @@ class ProblemSpec:
     @classmethod
     def from_json(cls, text: str) -> "ProblemSpec":
         return cls.from_dict(json.loads(text))
+
+
+def require_spec(spec: Any, name: str = "spec") -> "ProblemSpec":
+    """``spec`` itself if it is a :class:`ProblemSpec`, else a ValueError naming ``name``."""
+    if not isinstance(spec, ProblemSpec):
+        raise ValueError(f"{name}: must be a derivations.spec.ProblemSpec, "
+                         f"got {type(spec).__name__}")
+    return spec
 
 
 def symmetric_bimodal(A: float, schedule: Schedule | None = None, *, sigma_init: float = 1.0,
