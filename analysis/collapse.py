@@ -171,8 +171,7 @@ def _model(spec: ProblemSpec):
 def _converged_event(spec: ProblemSpec):
     """Stationarity to 1e-7 once beta is within the settle tolerance of its final value."""
     from solvers.integrate import Event
-    from .montecarlo import _final_beta
-    return Event.converged(1e-7, beta_min=_final_beta(spec.schedule) - 1e-3)
+    return Event.converged(1e-7, beta_min=spec.schedule.beta_final - 1e-3)
 
 
 def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
@@ -301,8 +300,7 @@ def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: Optional[
     T = spec.target.T
     e_s = np.array([1.0, 1.0]) / math.sqrt(2)
     e_a = np.array([1.0, -1.0]) / math.sqrt(2)
-    from .montecarlo import _final_beta
-    event = Event.converged(1e-8, beta_min=_final_beta(spec.schedule) - 1e-3)
+    event = Event.converged(1e-8, beta_min=spec.schedule.beta_final - 1e-3)
 
     def collapsed_at(eps_v: np.ndarray, theta_v: np.ndarray) -> np.ndarray:
         u = eps_v[:, None] * (np.cos(theta_v)[:, None] * e_s + np.sin(theta_v)[:, None] * e_a)

@@ -510,14 +510,6 @@ def stochastic_gradient(spec: ProblemSpec, m: np.ndarray, mu: np.ndarray, eps: n
 # the default end time
 # ----------------------------------------------------------------------------------------
 
-def _final_beta(schedule: Any) -> float:
-    if isinstance(schedule, ConstantSchedule):
-        return float(schedule.beta_value)
-    if isinstance(schedule, (LinearSchedule, ExponentialSchedule)):
-        return 1.0
-    return float(schedule.betas[-1])
-
-
 def _schedule_settle_time(schedule: Any, beta_tol: float) -> float:
     """First time after which beta(t) stays within beta_tol of its final value."""
     if isinstance(schedule, ConstantSchedule):
@@ -545,7 +537,7 @@ def _schedule_settle_time(schedule: Any, beta_tol: float) -> float:
 def default_relax_time(spec: ProblemSpec) -> float:
     """``25 Delta / (beta_final min_k w_k(0))``: 25 time constants of the mode attraction."""
     spec = _check_spec(spec)
-    return 25.0 * spec.target.variance / (_final_beta(spec.schedule) * float(np.min(spec.family.w)))
+    return 25.0 * spec.target.variance / (spec.schedule.beta_final * float(np.min(spec.family.w)))
 
 
 def default_t_end(spec: ProblemSpec, beta_tol: float = 1e-3,

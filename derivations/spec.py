@@ -298,6 +298,11 @@ class _ScheduleBase:
         """Time after which beta(t) = 1 exactly (inf if only asymptotically)."""
         raise NotImplementedError  # pragma: no cover
 
+    @property
+    def beta_final(self) -> float:
+        """The inverse temperature the schedule settles at, lim beta(t) as t -> inf."""
+        return 1.0
+
     def to_dict(self) -> dict:
         d = {"kind": self.kind}
         for f in fields(self):  # type: ignore[arg-type]
@@ -318,6 +323,10 @@ class ConstantSchedule(_ScheduleBase):
         if not 0 < b <= 1:
             raise ValueError(f"schedule.beta_value: beta must lie in (0, 1], got {b}")
         object.__setattr__(self, "beta_value", b)
+
+    @property
+    def beta_final(self) -> float:
+        return float(self.beta_value)
 
     def beta(self, t: Any) -> np.ndarray | float:
         return np.full_like(np.asarray(t, dtype=float), self.beta_value)[()]
@@ -408,6 +417,10 @@ class PiecewiseConstantSchedule(_ScheduleBase):
         object.__setattr__(self, "betas", b)
         object.__setattr__(self, "breakpoints", tb)
 
+    @property
+    def beta_final(self) -> float:
+        return float(self.betas[-1])
+
     def beta(self, t: Any) -> np.ndarray | float:
         idx = np.searchsorted(np.array(self.breakpoints), np.asarray(t, dtype=float), side="right")
         return np.array(self.betas)[idx][()]
@@ -443,6 +456,10 @@ class TabulatedSchedule(_ScheduleBase):
                              f"got {len(t)}")
         object.__setattr__(self, "times", t)
         object.__setattr__(self, "betas", b)
+
+    @property
+    def beta_final(self) -> float:
+        return float(self.betas[-1])
 
     def beta(self, t: Any) -> np.ndarray | float:
         return np.interp(np.asarray(t, dtype=float), self.times, self.betas)[()]

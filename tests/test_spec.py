@@ -137,3 +137,13 @@ def test_spec_import_does_not_import_sympy():
             "derivations.symmetric_bimodal(2.0); print('sympy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_schedules_know_their_final_beta():
+    """beta_final is where beta(t) settles: checked against beta at a very late time."""
+    for sch, final in ((ConstantSchedule(0.4), 0.4), (LinearSchedule(5.0, 10.0), 1.0),
+                       (ExponentialSchedule(20.0, 3.0), 1.0),
+                       (PiecewiseConstantSchedule([0.2, 0.7], [5.0]), 0.7),
+                       (TabulatedSchedule([0.0, 5.0], [0.1, 0.9]), 0.9)):
+        assert sch.beta_final == final
+        assert float(sch.beta(1e4)) == pytest.approx(final, abs=1e-12)
