@@ -54,3 +54,9 @@ def test_reproduce_quick_makes_every_figure(tmp_path, capsys):
     traj = json.loads((out / "trajectories.json").read_text())
     # the reduced ODE and the deterministic d-dimensional flow from the same initial means
     assert traj["max_deviation"] < 5e-2
+
+
+def test_reproduce_rejects_unknown_figures():
+    import pytest
+    with pytest.raises(SystemExit, match="unknown figure"):
+        main(["reproduce", "--only", "bogus", "--out", "unused"])
