@@ -41,9 +41,8 @@ linear
     correlation of the mapped pair; otherwise (or with option ``orthant="sampled"``) the
     Gaussian law of the mapped overlaps is sampled (``draws``; factored by ``eigh``, since it is
     singular whenever T is) and classified, with a Wilson interval; the closed form's ``ci``
-    is the point itself.  The symmetric trajectory must be well conditioned: for M > 2 on two
-    modes it shrinks the components towards the origin and the tangent system becomes stiff
-    (minutes instead of seconds).  This is
+    is the point itself.  The propagator is integrated only up to t* (over doubling horizons):
+    beyond it G grows without bound and the tangent system turns stiff.  This is
     an approximation: it treats the flow as linear up to t* although the basin boundary is
     set by the nonlinear flow; it maps the axes through G and over-predicts collapse when the
     symmetric (collapsing) direction grows fastest, and its d-dependence enters only through
@@ -135,9 +134,6 @@ class CollapseResult:
 # helpers
 # ------------------------------------------------------------------------------------------
 
-_check_spec = require_spec
-
-
 def _check_d(d: Any) -> int:
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
         raise ValueError(f"d: must be an integer >= 1, got {d!r}")
@@ -168,10 +164,10 @@ def _model(spec: ProblemSpec):
     return compile_model(spec.structure)
 
 
-def _converged_event(spec: ProblemSpec):
-    """Stationarity to 1e-7 once beta is within the settle tolerance of its final value."""
+def _converged_event(spec: ProblemSpec, tol: float = 1e-7):
+    """Stationarity (max |dy/dt| < tol) once beta is within 1e-3 of its final value."""
     from solvers.integrate import Event
-    return Event.converged(1e-7, beta_min=spec.schedule.beta_final - 1e-3)
+    return Event.converged(tol, beta_min=spec.schedule.beta_final - 1e-3)
 
 
 def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
@@ -219,6 +215,7 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
 
 def _ode(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
          executor: Optional[Executor], opts: dict) -> CollapseResult:
+    from solvers.integrate import STATUS_SUCCESS
     from .initial_law import sample_initial_states
     t_end = float(opts.get("t_end") or default_ode_t_end(spec))
     rtol, atol = float(opts.get("rtol", 1e-8)), float(opts.get("atol", 1e-10))
@@ -240,7 +237,6 @@ def _ode(spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
     collapsed = np.concatenate([p[0] for p in parts])
     mech = np.concatenate([p[1] for p in parts])
     status = np.concatenate([p[2] for p in parts])
-    from solvers.integrate import STATUS_SUCCESS
     unconverged = int(np.count_nonzero(status == STATUS_SUCCESS))
     changed = int(sum(p[4] for p in parts))
     notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
@@ -287,7 +283,6 @@ def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: Optional[
     switch of the scan.
     """
     from solvers.ensemble import solve_ensemble
-    from solvers.integrate import Event
     if not is_antipodal_pair(spec):
         raise ValueError("spec: the separatrix estimator needs K = M = 2, mu_2 = -mu_1, "
                          "equal target weights, equal component weights and zero centres")
@@ -300,7 +295,7 @@ def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: Optional[
     T = spec.target.T
     e_s = np.array([1.0, 1.0]) / math.sqrt(2)
     e_a = np.array([1.0, -1.0]) / math.sqrt(2)
-    event = Event.converged(1e-8, beta_min=spec.schedule.beta_final - 1e-3)
+    event = _converged_event(spec, 1e-8)
 
     def collapsed_at(eps_v: np.ndarray, theta_v: np.ndarray) -> np.ndarray:
         u = eps_v[:, None] * (np.cos(theta_v)[:, None] * e_s + np.sin(theta_v)[:, None] * e_a)
@@ -519,7 +514,7 @@ def collapse_probability(spec: ProblemSpec, d: int, method: str = "ode", draws: 
         ``progress`` (ode); ``n_eps``, ``tol`` (separatrix); ``eta``, ``n``, ``estimator``,
         ``optimizer`` (montecarlo).
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     d = _check_d(d)
     if method not in METHODS:
         raise ValueError(f"method: must be one of {METHODS}, got {method!r}")

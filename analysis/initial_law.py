@@ -129,9 +129,6 @@ def _as_generator(rng: RNGLike) -> np.random.Generator:
     return np.random.default_rng(int(rng))
 
 
-_check_spec = require_spec
-
-
 # ----------------------------------------------------------------------------------------
 # geometry: factors of the joint Gram matrix
 # ----------------------------------------------------------------------------------------
@@ -185,7 +182,7 @@ def _psd_factor(G: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def initial_geometry(spec: ProblemSpec) -> InitialGeometry:
     """Factor the joint Gram matrix of (mu_a, c_k) as described in the module docstring."""
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     T = spec.target.T
     M = spec.family.M
     e, V_r, lam_r = _psd_factor(T)
@@ -256,7 +253,7 @@ def sample_overlaps(spec: ProblemSpec, d: int, n_draws: int,
     Q : (n_draws, M, M) array, ``Q_kl = m_k . m_l`` (symmetric).
     R : (n_draws, M, K) array, ``R_ka = m_k . mu_a``.
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     d = _check_positive_int("d", d)
     n_draws = _check_positive_int("n_draws", n_draws)
     rng = _as_generator(rng)
@@ -282,7 +279,7 @@ def sample_overlaps(spec: ProblemSpec, d: int, n_draws: int,
 
 def initial_alpha(spec: ProblemSpec) -> np.ndarray:
     """Deterministic initial logits ``alpha = log w - mean(log w)``, shape (M,)."""
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     lw = np.log(spec.family.w)
     return lw - lw.mean()
 
@@ -292,7 +289,7 @@ def state_vector(spec: ProblemSpec, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
 
     alpha(0) (:func:`initial_alpha`) is appended when the weights train.
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     K, M, tw = spec.target.K, spec.family.M, spec.family.train_weights
     Q, R = np.asarray(Q, dtype=float), np.asarray(R, dtype=float)
     if Q.ndim != 3 or Q.shape[1:] != (M, M):
@@ -330,7 +327,7 @@ def exact_moments(spec: ProblemSpec, d: int) -> tuple[np.ndarray, np.ndarray]:
     mean : (n_qr,) array, ``n_qr = M (M + 1) / 2 + M K``, ordered as ``state_names``.
     cov : (n_qr, n_qr) array.  (alpha(0) is deterministic and not included.)
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     d = _check_positive_int("d", d)
     K, M = spec.target.K, spec.family.M
     T = spec.target.T

@@ -136,9 +136,6 @@ def _pos_float(name: str, value: Any, allow_zero: bool = False) -> float:
     return x
 
 
-_check_spec = require_spec
-
-
 def _check_means(spec: ProblemSpec, m: Any, mu: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Component means (M, d) and target means (K, d) as contiguous float arrays."""
     m = np.ascontiguousarray(m, dtype=float)
@@ -363,7 +360,7 @@ def realise_geometry(spec: ProblemSpec, d: int, seed: int = 0,
     """
     from .initial_law import initial_geometry
 
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     d = _pos_int("d", d)
     geo = initial_geometry(spec)
     r, p = geo.r, geo.p
@@ -409,7 +406,7 @@ def initial_means(spec: ProblemSpec, d: int, run_ids: Sequence[int], seed: int =
 
     Run i draws z from ``SeedSequence(seed, spawn_key=(i, 0))``.  Returns (S, M, d).
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     d = _pos_int("d", d)
     M = spec.family.M
     c = np.zeros((M, d)) if centres is None else np.asarray(centres, dtype=float)
@@ -426,7 +423,7 @@ def initial_means(spec: ProblemSpec, d: int, run_ids: Sequence[int], seed: int =
 
 def initial_logits(spec: ProblemSpec) -> np.ndarray:
     """``alpha(0) = log w - mean(log w)`` (M,), the convention of the reduced state."""
-    lw = np.log(_check_spec(spec).family.w)
+    lw = np.log(require_spec(spec).family.w)
     return lw - lw.mean()
 
 
@@ -481,7 +478,7 @@ def stochastic_gradient(spec: ProblemSpec, m: np.ndarray, mu: np.ndarray, eps: n
     g : (M, d) estimate of ``grad_m F`` (so dm/dt = -g), galpha : (M,) estimate of
     ``dF/dalpha`` (zeros when the weights are fixed).
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {estimator!r}")
     m, mu = _check_means(spec, m, mu, "m")
@@ -536,7 +533,7 @@ def _schedule_settle_time(schedule: Any, beta_tol: float) -> float:
 
 def default_relax_time(spec: ProblemSpec) -> float:
     """``25 Delta / (beta_final min_k w_k(0))``: 25 time constants of the mode attraction."""
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     return 25.0 * spec.target.variance / (spec.schedule.beta_final * float(np.min(spec.family.w)))
 
 
@@ -547,7 +544,7 @@ def default_t_end(spec: ProblemSpec, beta_tol: float = 1e-3,
     ``t_end = t_beta + t_relax`` (module docstring); :func:`simulate` additionally extends the
     run while classifications still change in the final half relaxation period.
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     tb = _schedule_settle_time(spec.schedule, _pos_float("beta_tol", beta_tol))
     tr = default_relax_time(spec) if relax_time is None else _pos_float("relax_time", relax_time)
     return tb + tr
@@ -602,7 +599,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: Optional[
     -------
     :class:`MonteCarloResult`.  Time is the gradient-flow time t = eta * steps.
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     if not isinstance(config, MonteCarloConfig):
         raise ValueError(f"config: must be a MonteCarloConfig, got {type(config).__name__}")
     if executor is not None:
@@ -903,7 +900,7 @@ def deterministic_flow(spec: ProblemSpec, m0: np.ndarray, mu: np.ndarray, t_end:
     t_end : final time; t_eval : output times in [0, t_end] (default 101 equally spaced).
     n_samples : size of the antithetic set (2 * base points); seed : its random stream.
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     m, mu = _check_means(spec, m0, mu, "m0")
     m = m.copy()
     M, d = spec.family.M, m.shape[1]
@@ -1025,7 +1022,7 @@ def cross_check(spec: ProblemSpec, m0: np.ndarray, mu: np.ndarray, t_end: float,
     ``spec.structure`` is integrated from them (DOPRI5, rtol/atol) and compared with
     :func:`deterministic_flow` on ``n_points`` equally spaced times of [0, t_end].
     """
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     n_points = _pos_int("n_points", n_points, 2)
     t_eval = np.linspace(0.0, _pos_float("t_end", t_end), n_points)
     alpha0 = initial_logits(spec)
@@ -1052,7 +1049,7 @@ def ode_outcomes(spec: ProblemSpec, Q0: np.ndarray, R0: np.ndarray, t_end: float
     Returns (collapsed (S,) bool, mechanism (S,) int8).
     """
     from solvers.ensemble import pack_state, solve_ensemble
-    spec = _check_spec(spec)
+    spec = require_spec(spec)
     model = _compiled_model(spec) if model is None else model
     Q0 = np.asarray(Q0, dtype=float)
     S = Q0.shape[0]
