@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
 
 import numpy as np
@@ -47,6 +47,8 @@ __all__ = [
     "PiecewiseConstantSchedule",
     "TabulatedSchedule",
     "Schedule",
+    "ScheduleBase",
+    "SCHEDULES",
     "Initialisation",
     "ModelStructure",
     "ProblemSpec",
@@ -79,6 +81,9 @@ def _finite_array(name: str, value: Any, ndim: int) -> np.ndarray:
 
 
 def _finite_scalar(name: str, value: Any) -> float:
+    # float(True) == 1.0 and float("9") == 9.0: a bool or a string is a mistake, not a number
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"{name}: must be a real number, got {value!r}")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -242,9 +247,12 @@ class AnnealingPath:
         elif self.base_variance is not None:
             raise ValueError("path.base_variance: only meaningful for the geometric path")
 
-    def gamma(self, beta: float) -> float:
-        """Weight of ``E_q log p0`` in F: ``1 - beta`` (geometric) or 0 (tempering)."""
-        return 1.0 - beta if self.kind == "geometric" else 0.0
+    def gamma(self, beta: Any) -> Any:
+        """Weight of ``E_q log p0`` in F: ``gamma(beta) = 1 - beta`` (geometric) or 0
+        (tempering); beta a float or an array (elementwise, same shape)."""
+        b = np.asarray(beta, dtype=float)
+        g = (1.0 - b) if self.kind == "geometric" else np.zeros_like(b)
+        return float(g) if g.ndim == 0 else g
 
 
 # ----------------------------------------------------------------------------------------
@@ -252,22 +260,35 @@ class AnnealingPath:
 # ----------------------------------------------------------------------------------------
 
 #: Integer codes of the schedule families, used by the compiled evaluator
-#: ``solvers.schedule.beta_at(t, code, params)``.
-SCHEDULE_CODES = {"constant": 0, "linear": 1, "exponential": 2, "piecewise": 3, "tabulated": 4}
+#: ``solvers.schedule.beta_at(t, code, params)`` (each class's ``code``).
+SCHEDULE_CODES: dict[str, int] = {}
+
+#: The schedule registry: ``kind -> class``, filled by subclassing :class:`ScheduleBase`.
+SCHEDULES: dict[str, type] = {}
+
+#: Marks a schedule parameter that has no default (dataclass fields default to it so that a
+#: missing parameter is a ValueError naming the field, not a TypeError from ``__init__``).
+_REQUIRED: Any = None
 
 
 def _check_T0_tau(prefix: str, T0: Any, tau: Any) -> tuple[float, float]:
-    T0 = _finite_scalar(f"{prefix}.T0", T0)
+    T0 = _finite_scalar(f"{prefix}.T0", _required(f"{prefix}.T0", T0))
     if T0 < 1:
         raise ValueError(f"{prefix}.T0: initial temperature must be >= 1, got {T0}")
-    tau = _finite_scalar(f"{prefix}.tau", tau)
+    tau = _finite_scalar(f"{prefix}.tau", _required(f"{prefix}.tau", tau))
     if tau <= 0:
         raise ValueError(f"{prefix}.tau: must be > 0, got {tau}")
     return T0, tau
 
 
+def _required(name: str, value: Any) -> Any:
+    if value is _REQUIRED:
+        raise ValueError(f"{name}: required parameter is missing")
+    return value
+
+
 def _check_betas(name: str, betas: Any) -> tuple[float, ...]:
-    b = _finite_array(name, betas, 1)
+    b = _finite_array(name, _required(name, betas), 1)
     if b.size == 0:
         raise ValueError(f"{name}: needs at least one value")
     if np.any(b <= 0) or np.any(b > 1):
@@ -276,7 +297,7 @@ def _check_betas(name: str, betas: Any) -> tuple[float, ...]:
 
 
 def _check_times(name: str, times: Any, strictly_positive: bool) -> tuple[float, ...]:
-    t = _finite_array(name, times, 1)
+    t = _finite_array(name, _required(name, times), 1)
     if t.size and (np.any(t < 0) or (strictly_positive and np.any(t <= 0))):
         raise ValueError(f"{name}: times must be {'> 0' if strictly_positive else '>= 0'}")
     if t.size > 1 and np.any(np.diff(t) <= 0):
@@ -284,24 +305,84 @@ def _check_times(name: str, times: Any, strictly_positive: bool) -> tuple[float,
     return tuple(float(x) for x in t)
 
 
-class _ScheduleBase:
+def _check_tol(beta_tol: Any) -> float:
+    tol = _finite_scalar("beta_tol", beta_tol)
+    if not 0 <= tol < 1:
+        raise ValueError(f"beta_tol: must lie in [0, 1), got {tol}")
+    return tol
+
+
+def _last_departure(betas: tuple[float, ...], beta_tol: float) -> int:
+    """Smallest i such that every ``betas[i:]`` is within ``beta_tol`` of ``betas[-1]``."""
+    bf = betas[-1]
+    i = len(betas) - 1
+    while i > 0 and abs(betas[i - 1] - bf) <= beta_tol:
+        i -= 1
+    return i
+
+
+class ScheduleBase:
+    """An annealing schedule ``beta(t)``, t the gradient-flow time (``t = eta * steps``).
+
+    The schedule contract (a new family is one subclass of this in its own place plus its
+    test; nothing else in the toolkit switches on the family):
+
+    1. A subclass is a frozen dataclass whose fields are its parameters, with a class
+       attribute ``kind`` (its JSON / command-line name) and ``code`` (its integer code for the
+       compiled evaluator); defining the subclass registers it in :data:`SCHEDULES` and
+       :data:`SCHEDULE_CODES`.  Every field must have a default (``_REQUIRED`` for a mandatory
+       one) and ``__post_init__`` validates every field, raising ``ValueError`` naming
+       ``schedule.<field>`` and the constraint; beta must stay in (0, 1].
+    2. ``beta(t)`` evaluates the schedule on a float or an array (NumPy, elementwise).
+    3. ``encode() -> (code, params)``: the float64 parameter vector read by
+       ``solvers.schedule.beta_at`` (the compiled twin of ``beta``, one branch per code) and
+       ``solvers.schedule.schedule_kinks`` (the times at which beta(t) is not smooth).  The two
+       must agree with ``beta`` to rounding (tests/test_schedule.py checks every family).
+    4. ``beta_final`` is ``lim_{t -> inf} beta(t)``; ``settle_time(beta_tol)`` the first time
+       after which ``|beta(t) - beta_final| <= beta_tol`` for good (exact, finite for
+       beta_tol > 0); ``t_final`` the time after which beta(t) = 1 exactly (inf if never).
+    5. ``to_dict()`` / :func:`schedule_from_dict` round-trip exactly through JSON.
+    """
+
     kind: ClassVar[str]
+    code: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind is None:
+            return
+        code = cls.__dict__.get("code")
+        if kind in SCHEDULES and SCHEDULES[kind] is not cls:
+            raise ValueError(f"schedule.kind: {kind!r} is registered already")
+        if not isinstance(code, int) or code in SCHEDULE_CODES.values():
+            raise ValueError(f"schedule.code: {cls.__name__} needs a new integer code, "
+                             f"got {code!r}")
+        SCHEDULES[kind] = cls
+        SCHEDULE_CODES[kind] = code
 
     def beta(self, t: Any) -> np.ndarray | float:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def encode(self) -> tuple[int, np.ndarray]:  # pragma: no cover - overridden
+    def params(self) -> np.ndarray:  # pragma: no cover - overridden
+        """The float64 parameter vector of the compiled evaluator."""
         raise NotImplementedError
 
-    @property
-    def t_final(self) -> float:
-        """Time after which beta(t) = 1 exactly (inf if only asymptotically)."""
-        raise NotImplementedError  # pragma: no cover
+    def encode(self) -> tuple[int, np.ndarray]:
+        return self.code, np.ascontiguousarray(self.params(), dtype=float)
 
     @property
     def beta_final(self) -> float:
         """The inverse temperature the schedule settles at, lim beta(t) as t -> inf."""
         return 1.0
+
+    def settle_time(self, beta_tol: float) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def t_final(self) -> float:
+        """Time after which beta(t) = 1 exactly (inf if only asymptotically or never)."""
+        return self.settle_time(0.0) if self.beta_final == 1.0 else math.inf
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind}
@@ -311,12 +392,16 @@ class _ScheduleBase:
         return d
 
 
+_ScheduleBase = ScheduleBase    # the name used before the registry existed
+
+
 @dataclass(frozen=True)
-class ConstantSchedule(_ScheduleBase):
+class ConstantSchedule(ScheduleBase):
     """``beta(t) = beta`` for all t."""
 
     beta_value: float = 1.0
     kind: ClassVar[str] = "constant"
+    code: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
         b = _finite_scalar("schedule.beta_value", self.beta_value)
@@ -331,21 +416,22 @@ class ConstantSchedule(_ScheduleBase):
     def beta(self, t: Any) -> np.ndarray | float:
         return np.full_like(np.asarray(t, dtype=float), self.beta_value)[()]
 
-    def encode(self) -> tuple[int, np.ndarray]:
-        return SCHEDULE_CODES["constant"], np.array([self.beta_value])
+    def params(self) -> np.ndarray:
+        return np.array([self.beta_value])
 
-    @property
-    def t_final(self) -> float:
-        return 0.0 if self.beta_value == 1.0 else math.inf
+    def settle_time(self, beta_tol: float) -> float:
+        _check_tol(beta_tol)
+        return 0.0
 
 
 @dataclass(frozen=True)
-class LinearSchedule(_ScheduleBase):
+class LinearSchedule(ScheduleBase):
     """Linear in beta: ``beta(t) = 1/T0 + (1 - 1/T0) t / tau`` for t < tau, 1 afterwards."""
 
-    T0: float
-    tau: float
+    T0: float = _REQUIRED
+    tau: float = _REQUIRED
     kind: ClassVar[str] = "linear"
+    code: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         T0, tau = _check_T0_tau("schedule", self.T0, self.tau)
@@ -357,21 +443,26 @@ class LinearSchedule(_ScheduleBase):
         b0 = 1.0 / self.T0
         return np.where(t < self.tau, b0 + (1.0 - b0) * np.clip(t, 0, None) / self.tau, 1.0)[()]
 
-    def encode(self) -> tuple[int, np.ndarray]:
-        return SCHEDULE_CODES["linear"], np.array([self.T0, self.tau])
+    def params(self) -> np.ndarray:
+        return np.array([self.T0, self.tau])
 
-    @property
-    def t_final(self) -> float:
-        return self.tau
+    def settle_time(self, beta_tol: float) -> float:
+        # b0 + (1 - b0) t / tau = 1 - beta_tol
+        tol = _check_tol(beta_tol)
+        b0 = 1.0 / self.T0
+        if 1.0 - b0 <= tol:
+            return 0.0
+        return float(self.tau * (1.0 - tol / (1.0 - b0)))
 
 
 @dataclass(frozen=True)
-class ExponentialSchedule(_ScheduleBase):
+class ExponentialSchedule(ScheduleBase):
     """Exponential in temperature: ``T(t) = 1 + (T0 - 1) exp(-t / tau)``, ``beta = 1 / T``."""
 
-    T0: float
-    tau: float
+    T0: float = _REQUIRED
+    tau: float = _REQUIRED
     kind: ClassVar[str] = "exponential"
+    code: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         T0, tau = _check_T0_tau("schedule", self.T0, self.tau)
@@ -382,15 +473,19 @@ class ExponentialSchedule(_ScheduleBase):
         t = np.clip(np.asarray(t, dtype=float), 0, None)
         return (1.0 / (1.0 + (self.T0 - 1.0) * np.exp(-t / self.tau)))[()]
 
-    def encode(self) -> tuple[int, np.ndarray]:
-        return SCHEDULE_CODES["exponential"], np.array([self.T0, self.tau])
+    def params(self) -> np.ndarray:
+        return np.array([self.T0, self.tau])
 
-    @property
-    def t_final(self) -> float:
-        return 0.0 if self.T0 == 1.0 else math.inf
+    def settle_time(self, beta_tol: float) -> float:
+        tol = _check_tol(beta_tol)
+        if self.T0 == 1.0:
+            return 0.0
+        if tol == 0.0:
+            return math.inf
+        return self.time_to_reach(tol)
 
     def time_to_reach(self, beta_tol: float) -> float:
-        """First t with ``1 - beta(t) <= beta_tol``."""
+        """First t with ``1 - beta(t) <= beta_tol`` (beta_tol in (0, 1))."""
         if self.T0 == 1.0:
             return 0.0
         # 1 - 1/T <= eps  <=>  T - 1 <= eps T  <=>  (T0-1) e^{-t/tau} <= eps / (1 - eps)
@@ -398,15 +493,16 @@ class ExponentialSchedule(_ScheduleBase):
 
 
 @dataclass(frozen=True)
-class PiecewiseConstantSchedule(_ScheduleBase):
+class PiecewiseConstantSchedule(ScheduleBase):
     """Stages: ``beta = betas[i]`` on ``[breakpoints[i-1], breakpoints[i])`` (breakpoints[-1] = 0).
 
     ``len(breakpoints) == len(betas) - 1``; the last stage lasts forever.
     """
 
-    betas: tuple[float, ...]
+    betas: tuple[float, ...] = _REQUIRED
     breakpoints: tuple[float, ...] = ()
     kind: ClassVar[str] = "piecewise"
+    code: ClassVar[int] = 3
 
     def __post_init__(self) -> None:
         b = _check_betas("schedule.betas", self.betas)
@@ -417,6 +513,21 @@ class PiecewiseConstantSchedule(_ScheduleBase):
         object.__setattr__(self, "betas", b)
         object.__setattr__(self, "breakpoints", tb)
 
+    @classmethod
+    def from_stages(cls, stages: Any) -> "PiecewiseConstantSchedule":
+        """From ``[(t_start, beta), ...]``: each beta holds from its start time; the first
+        stage must start at t = 0 (the command line's ``--stages "0:0.2,10:0.5,30:1"``)."""
+        try:
+            pairs = [(float(t), float(b)) for t, b in stages]
+        except (TypeError, ValueError):
+            raise ValueError("schedule.stages: must be pairs (start time, beta)") from None
+        if not pairs:
+            raise ValueError("schedule.stages: needs at least one stage")
+        if pairs[0][0] != 0.0:
+            raise ValueError(f"schedule.stages: the first stage must start at t = 0, "
+                             f"got {pairs[0][0]}")
+        return cls(betas=tuple(b for _, b in pairs), breakpoints=tuple(t for t, _ in pairs[1:]))
+
     @property
     def beta_final(self) -> float:
         return float(self.betas[-1])
@@ -425,28 +536,22 @@ class PiecewiseConstantSchedule(_ScheduleBase):
         idx = np.searchsorted(np.array(self.breakpoints), np.asarray(t, dtype=float), side="right")
         return np.array(self.betas)[idx][()]
 
-    def encode(self) -> tuple[int, np.ndarray]:
-        n = len(self.betas)
-        return SCHEDULE_CODES["piecewise"], np.concatenate(
-            [[float(n)], self.breakpoints, self.betas])
+    def params(self) -> np.ndarray:
+        return np.concatenate([[float(len(self.betas))], self.breakpoints, self.betas])
 
-    @property
-    def t_final(self) -> float:
-        if self.betas[-1] != 1.0:
-            return math.inf
-        i = len(self.betas) - 1
-        while i > 0 and self.betas[i - 1] == 1.0:
-            i -= 1
-        return 0.0 if i == 0 else self.breakpoints[i - 1]
+    def settle_time(self, beta_tol: float) -> float:
+        i = _last_departure(self.betas, _check_tol(beta_tol))
+        return 0.0 if i == 0 else float(self.breakpoints[i - 1])
 
 
 @dataclass(frozen=True)
-class TabulatedSchedule(_ScheduleBase):
+class TabulatedSchedule(ScheduleBase):
     """User table of (t, beta): linear interpolation, constant beyond both ends."""
 
-    times: tuple[float, ...]
-    betas: tuple[float, ...]
+    times: tuple[float, ...] = _REQUIRED
+    betas: tuple[float, ...] = _REQUIRED
     kind: ClassVar[str] = "tabulated"
+    code: ClassVar[int] = 4
 
     def __post_init__(self) -> None:
         t = _check_times("schedule.times", self.times, strictly_positive=False)
@@ -457,6 +562,34 @@ class TabulatedSchedule(_ScheduleBase):
         object.__setattr__(self, "times", t)
         object.__setattr__(self, "betas", b)
 
+    @classmethod
+    def from_csv(cls, path: Any) -> "TabulatedSchedule":
+        """From a CSV file of two columns ``t, beta`` (a header line is allowed; ``#``
+        comments are skipped)."""
+        import csv
+        rows: list[tuple[float, float]] = []
+        try:
+            with open(path, newline="") as fh:
+                for lineno, row in enumerate(csv.reader(fh), 1):
+                    cells = [c.strip() for c in row]
+                    if not cells or not any(cells) or cells[0].startswith("#"):
+                        continue
+                    if len(cells) != 2:
+                        raise ValueError(f"schedule.table: line {lineno} of {path}: need two "
+                                         f"columns t, beta, got {len(cells)}")
+                    try:
+                        rows.append((float(cells[0]), float(cells[1])))
+                    except ValueError:
+                        if rows:
+                            raise ValueError(f"schedule.table: line {lineno} of {path}: not "
+                                             f"numbers: {row}") from None
+                        # a header line
+        except OSError as exc:
+            raise ValueError(f"schedule.table: cannot read {path}: {exc.strerror}") from None
+        if not rows:
+            raise ValueError(f"schedule.table: {path} has no (t, beta) rows")
+        return cls(times=tuple(t for t, _ in rows), betas=tuple(b for _, b in rows))
+
     @property
     def beta_final(self) -> float:
         return float(self.betas[-1])
@@ -464,34 +597,43 @@ class TabulatedSchedule(_ScheduleBase):
     def beta(self, t: Any) -> np.ndarray | float:
         return np.interp(np.asarray(t, dtype=float), self.times, self.betas)[()]
 
-    def encode(self) -> tuple[int, np.ndarray]:
-        n = len(self.times)
-        return SCHEDULE_CODES["tabulated"], np.concatenate([[float(n)], self.times, self.betas])
+    def params(self) -> np.ndarray:
+        return np.concatenate([[float(len(self.times))], self.times, self.betas])
 
-    @property
-    def t_final(self) -> float:
-        if self.betas[-1] != 1.0:
-            return math.inf
-        i = len(self.betas) - 1
-        while i > 0 and self.betas[i - 1] == 1.0:
-            i -= 1
-        return self.times[i]
-
-
-Schedule = Union[ConstantSchedule, LinearSchedule, ExponentialSchedule,
-                 PiecewiseConstantSchedule, TabulatedSchedule]
-
-_SCHEDULE_CLASSES = {c.kind: c for c in (ConstantSchedule, LinearSchedule, ExponentialSchedule,
-                                         PiecewiseConstantSchedule, TabulatedSchedule)}
+    def settle_time(self, beta_tol: float) -> float:
+        tol = _check_tol(beta_tol)
+        i = _last_departure(self.betas, tol)
+        if i == 0:
+            return 0.0
+        # the segment [times[i-1], times[i]] enters the band |beta - beta_final| <= tol
+        t0, t1, b0, b1 = self.times[i - 1], self.times[i], self.betas[i - 1], self.betas[i]
+        bf = self.betas[-1]
+        thr = bf + tol if b0 > bf else bf - tol
+        return float(t0 + (thr - b0) / (b1 - b0) * (t1 - t0))
 
 
-def schedule_from_dict(d: dict) -> Schedule:
-    """Inverse of ``Schedule.to_dict``."""
+Schedule = ScheduleBase
+
+#: Kept for code that looked the classes up by kind before :data:`SCHEDULES` existed.
+_SCHEDULE_CLASSES = SCHEDULES
+
+
+def schedule_from_dict(d: Any) -> ScheduleBase:
+    """Inverse of ``Schedule.to_dict``: ``{"kind": ..., <field>: ...}``.  An unknown kind, a
+    missing or an unknown field is a ValueError naming it."""
+    if not isinstance(d, dict):
+        raise ValueError(f"schedule: must be a JSON object, got {type(d).__name__}")
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in _SCHEDULE_CLASSES:
-        raise ValueError(f"schedule.kind: must be one of {sorted(_SCHEDULE_CLASSES)}, got {kind!r}")
-    return _SCHEDULE_CLASSES[kind](**d)
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule.kind: must be one of {sorted(SCHEDULES)}, got {kind!r}")
+    cls = SCHEDULES[kind]
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"schedule.{unknown[0]}: unknown field of the {kind} schedule "
+                         f"(fields: {', '.join(names)})")
+    return cls(**d)
 
 
 # ----------------------------------------------------------------------------------------
@@ -598,8 +740,10 @@ class ProblemSpec:
         for name, cls in checks:
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"{name}: must be a {cls.__name__}")
-        if not isinstance(self.schedule, tuple(_SCHEDULE_CLASSES.values())):
-            raise ValueError("schedule: must be one of the schedule classes")
+        if not isinstance(self.schedule, ScheduleBase) or \
+                SCHEDULES.get(getattr(self.schedule, "kind", None)) is not type(self.schedule):
+            raise ValueError(f"schedule: must be a registered schedule ({sorted(SCHEDULES)}), "
+                             f"got {type(self.schedule).__name__}")
         if self.init.centre_gram is not None:
             M, K = self.family.M, self.target.K
             cg, co = np.array(self.init.centre_gram), np.array(self.init.centre_overlaps)
@@ -642,7 +786,8 @@ class ProblemSpec:
         return np.array([vals[n] for n in parameter_names(s.K, s.M, s.train_weights, s.path)])
 
     def gamma(self, beta: Any) -> Any:
-        return (1.0 - np.asarray(beta)) if self.path.kind == "geometric" else 0.0 * np.asarray(beta)
+        """``gamma(beta)`` of the annealing path (:meth:`AnnealingPath.gamma`)."""
+        return self.path.gamma(beta)
 
     def replace(self, **changes: Any) -> "ProblemSpec":
         """A copy with some top-level fields replaced (validated again)."""
@@ -668,15 +813,25 @@ class ProblemSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProblemSpec":
-        try:
-            return cls(target=TargetMixture(**d["target"]), family=VariationalFamily(**d["family"]),
-                       path=AnnealingPath(**d["path"]), schedule=schedule_from_dict(d["schedule"]),
-                       init=Initialisation(**d["init"]))
-        except KeyError as exc:
-            raise ValueError(f"specification: missing section {exc}") from None
-        except TypeError as exc:     # unknown or missing fields of a section
-            raise ValueError(f"specification: {exc}") from None
+    def from_dict(cls, d: Any) -> "ProblemSpec":
+        """Inverse of :meth:`to_dict`; a missing section, a missing required field or an
+        unknown field is a ValueError naming ``section.field``."""
+        if not isinstance(d, dict):
+            raise ValueError(f"specification: must be a JSON object, got {type(d).__name__}")
+        sections = {"target": TargetMixture, "family": VariationalFamily, "path": AnnealingPath,
+                    "init": Initialisation}
+        unknown = sorted(set(d) - set(sections) - {"schedule"})
+        if unknown:
+            raise ValueError(f"specification: unknown section {unknown[0]!r} (sections: "
+                             f"target, family, path, schedule, init)")
+        parts = {}
+        for name, section_cls in sections.items():
+            if name not in d:
+                raise ValueError(f"specification: missing section '{name}'")
+            parts[name] = _section(section_cls, name, d[name])
+        if "schedule" not in d:
+            raise ValueError("specification: missing section 'schedule'")
+        return cls(schedule=schedule_from_dict(d["schedule"]), **parts)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -684,6 +839,23 @@ class ProblemSpec:
     @classmethod
     def from_json(cls, text: str) -> "ProblemSpec":
         return cls.from_dict(json.loads(text))
+
+
+def _section(section_cls: type, name: str, d: Any) -> Any:
+    """``section_cls(**d)`` with unknown and missing fields reported as ValueErrors naming
+    ``name.field`` (dataclass ``__init__`` would raise a TypeError)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{name}: must be a JSON object, got {type(d).__name__}")
+    fs = fields(section_cls)
+    names = [f.name for f in fs]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"{name}.{unknown[0]}: unknown field (fields: {', '.join(names)})")
+    missing = [f.name for f in fs if f.default is MISSING and f.default_factory is MISSING
+               and f.name not in d]
+    if missing:
+        raise ValueError(f"{name}.{missing[0]}: required field is missing")
+    return section_cls(**d)
 
 
 def require_spec(spec: Any, name: str = "spec") -> "ProblemSpec":

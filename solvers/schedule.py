@@ -139,51 +139,12 @@ def schedule_kinks(code, params):
 def schedule_end_time(schedule: Any, beta_tol: float = 1e-12) -> float:
     """First time after which ``beta(t) >= 1 - beta_tol`` for good (``inf`` if never).
 
-    Exact for the constant, linear, piecewise and tabulated schedules (their ``t_final``);
-    for the exponential schedule, whose beta only tends to 1, the time at which
-    ``1 - beta(t) = beta_tol``.
+    The schedule's own :meth:`settle_time` against its final beta: with ``beta_final = 1``
+    the same time; a schedule that settles below ``1 - beta_tol`` never gets there.
     """
     if not 0 <= beta_tol < 1:
         raise ValueError(f"beta_tol: must lie in [0, 1), got {beta_tol}")
-    code, params = schedule.encode()
-    if code == EXPONENTIAL:
-        if beta_tol == 0:
-            return schedule.t_final
-        return float(schedule.time_to_reach(beta_tol))
-    if code == CONSTANT:
-        return 0.0 if schedule.beta_value >= 1.0 - beta_tol else math.inf
-    if code == LINEAR:
-        T0, tau = params
-        b0 = 1.0 / T0
-        if b0 >= 1.0 - beta_tol:
-            return 0.0
-        # b0 + (1 - b0) t / tau = 1 - beta_tol
-        return float(tau * (1.0 - beta_tol - b0) / (1.0 - b0))
-    if code in (PIECEWISE, TABULATED):
-        if beta_tol == 0:
-            return schedule.t_final
-        n = int(params[0])
-        if code == PIECEWISE:
-            betas = np.asarray(schedule.betas)
-            starts = np.concatenate([[-math.inf], np.asarray(schedule.breakpoints)])
-            ok = betas >= 1.0 - beta_tol
-            if not ok[-1]:
-                return math.inf
-            i = n - 1
-            while i > 0 and ok[i - 1]:
-                i -= 1
-            return 0.0 if i == 0 else float(starts[i])
-        times = np.asarray(schedule.times)
-        betas = np.asarray(schedule.betas)
-        thr = 1.0 - beta_tol
-        if betas[-1] < thr:
-            return math.inf
-        i = n - 1
-        while i > 0 and betas[i - 1] >= thr:
-            i -= 1
-        if i == 0:
-            return 0.0
-        # the segment [times[i-1], times[i]] crosses the threshold
-        t0, t1, b0, b1 = times[i - 1], times[i], betas[i - 1], betas[i]
-        return float(t0 + (thr - b0) / (b1 - b0) * (t1 - t0))
-    raise ValueError(f"schedule: unknown schedule code {code}")
+    gap = 1.0 - schedule.beta_final
+    if gap > beta_tol:
+        return math.inf
+    return float(schedule.settle_time(beta_tol - gap))

@@ -109,3 +109,72 @@ def test_schedule_end_time_exponential_formula():
     assert t == pytest.approx(100 * math.log(19 * (1 - tol) / tol), rel=1e-14)
     with pytest.raises(ValueError, match="beta_tol"):
         schedule_end_time(s, 1.5)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: repr(s))
+@pytest.mark.parametrize("tol", [1e-6, 1e-3, 0.05, 0.3])
+def test_settle_time_against_a_scan(schedule, tol):
+    """settle_time(tol): |beta - beta_final| <= tol from then on, and not just before.
+
+    The reference is a direct scan of the NumPy beta(t) on a fine grid, independent of the
+    closed forms in the classes."""
+    t_s = schedule.settle_time(tol)
+    bf = schedule.beta_final
+    assert math.isfinite(t_s) and t_s >= 0
+    after = t_s + np.concatenate([[1e-9 * max(1.0, t_s)], np.geomspace(1e-6, 1e6, 400)])
+    assert np.all(np.abs(np.asarray(schedule.beta(after)) - bf) <= tol * (1 + 1e-9))
+    if t_s > 0:
+        before = t_s * (1 - 1e-7) - 1e-9
+        assert abs(schedule.beta(before) - bf) > tol
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: repr(s))
+def test_registry_round_trip_and_codes(schedule):
+    from derivations.spec import SCHEDULE_CODES, SCHEDULES, schedule_from_dict
+    assert SCHEDULES[schedule.kind] is type(schedule)
+    assert schedule.encode()[0] == SCHEDULE_CODES[schedule.kind] == type(schedule).code
+    assert schedule_from_dict(schedule.to_dict()) == schedule
+    assert len(set(SCHEDULE_CODES.values())) == len(SCHEDULE_CODES)
+
+
+def test_a_new_family_is_one_class():
+    """The worked example of the README: a schedule family added by subclassing alone
+    registers itself (JSON, settle time, spec validation); its compiled twin is a branch of
+    solvers.schedule.beta_at (here it has none, so beta_at returns NaN: the test shows the
+    contract, it does not ship a family)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from derivations.spec import SCHEDULES, ScheduleBase, schedule_from_dict, symmetric_bimodal
+
+    @dataclass(frozen=True)
+    class HalfThenOne(ScheduleBase):
+        switch: float = 1.0
+        kind: ClassVar[str] = "test-half-then-one"
+        code: ClassVar[int] = 901
+
+        def beta(self, t):
+            return np.where(np.asarray(t, dtype=float) < self.switch, 0.5, 1.0)[()]
+
+        def params(self):
+            return np.array([self.switch])
+
+        def settle_time(self, beta_tol):
+            return 0.0 if beta_tol >= 0.5 else self.switch
+
+    try:
+        s = HalfThenOne(3.0)
+        assert schedule_from_dict(s.to_dict()) == s
+        assert s.t_final == 3.0
+        spec = symmetric_bimodal(4.0, s)
+        assert spec.schedule is s
+        assert math.isnan(beta_at(1.0, *s.encode()))
+        with pytest.raises(ValueError, match="new integer code"):
+            @dataclass(frozen=True)
+            class Clash(ScheduleBase):
+                kind: ClassVar[str] = "test-clash"
+                code: ClassVar[int] = 901
+    finally:
+        SCHEDULES.pop("test-half-then-one", None)
+        from derivations.spec import SCHEDULE_CODES
+        SCHEDULE_CODES.pop("test-half-then-one", None)

@@ -10,7 +10,8 @@ import pytest
 from derivations.spec import (AnnealingPath, ConstantSchedule, ExponentialSchedule,
                               Initialisation, LinearSchedule, ModelStructure,
                               PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule,
-                              TargetMixture, VariationalFamily, symmetric_bimodal)
+                              TargetMixture, VariationalFamily, schedule_from_dict,
+                              symmetric_bimodal)
 
 GOOD_T = [[2.0, -1.0], [-1.0, 2.0]]
 
@@ -59,8 +60,23 @@ GOOD_T = [[2.0, -1.0], [-1.0, 2.0]]
     (lambda: ModelStructure(2, 2, "no"), "structure.train_weights", "bool"),
     (lambda: ProblemSpec.from_dict({**symmetric_bimodal(4.0).to_dict(),
                                     "family": {"n_components": 2, "bogus": 1}}),
-     "specification", "bogus"),
+     "family.bogus", "unknown field"),
+    (lambda: ProblemSpec.from_dict({k: v for k, v in symmetric_bimodal(4.0).to_dict().items()
+                                    if k != "init"}),
+     "specification", "missing section 'init'"),
+    (lambda: ProblemSpec.from_dict({**symmetric_bimodal(4.0).to_dict(), "family": {}}),
+     "family.n_components", "required field is missing"),
     (lambda: symmetric_bimodal(-1.0), "A", "> 0"),
+    (lambda: symmetric_bimodal(True), "A", "real number"),
+    (lambda: symmetric_bimodal("9"), "A", "real number"),
+    (lambda: ExponentialSchedule(T0=2), "schedule.tau", "missing"),
+    (lambda: LinearSchedule(tau=2), "schedule.T0", "missing"),
+    (lambda: schedule_from_dict({"kind": "exponential", "T0": 2.0}), "schedule.tau", "missing"),
+    (lambda: schedule_from_dict({"kind": "exponential", "T0": 2.0, "tau": 1.0, "x": 1}),
+     "schedule.x", "unknown field"),
+    (lambda: schedule_from_dict({"kind": "cosine"}), "schedule.kind", "one of"),
+    (lambda: PiecewiseConstantSchedule.from_stages([(1.0, 0.5)]), "schedule.stages", "t = 0"),
+    (lambda: ConstantSchedule(math.nan), "schedule.beta_value", "finite"),
 ])
 def test_validation_errors_name_field_and_constraint(make, field, phrase):
     with pytest.raises(ValueError) as info:
