@@ -60,14 +60,35 @@ results that had already arrived are still written, and the exception propagates
 ``on_error="record"`` a manifest with ``status: "failed"`` and the traceback is written, the sweep
 goes on, and the next ``run_sweep`` retries the failed cells.
 
+Reading results
+---------------
+:func:`load_sweep` returns the :class:`SweepResult` (the manifests; ``scalar(name)``,
+``array(name, index)``, ``stacked(name)``).  :func:`load` returns the same cells as labelled
+arrays, a :class:`LabelledSweep`: ``axes`` (name -> 1-D values), ``values`` (scalar name ->
+float array of shape ``shape``, or ``shape + (L,)`` for a numeric list of length L; NaN where
+missing), ``objects`` (the non-numeric scalars, object arrays), ``intervals`` (``X_low`` /
+``X_high`` pairs and ``ci``-like pairs, e.g. ``intervals["ci"]`` of a collapse sweep),
+``complete`` (bool mask), ``cell_seeds``, ``specs`` (each cell's parameter dict) and the
+definition (name, task, seed, base).  ``load(d).to_xarray()`` converts it to an
+``xarray.Dataset`` (dims = axis names, coords = axis values, data variables = ``values``,
+attributes = the definition as JSON); xarray is optional (``pip install 'mfvi[xarray]'``) and
+imported only inside ``to_xarray``.
+
+A resumed sweep also removes a ``.tmp_sweep.json*`` left by a run killed while creating the
+directory, and recomputes a cell whose manifest lacks its ``scalars`` / ``arrays`` records.
+
 Example
 -------
->>> from analysis.sweep import Sweep, run_sweep, load_sweep, _example_task
+>>> from analysis.sweep import Sweep, run_sweep, load_sweep, load, _example_task
 >>> sw = Sweep("demo", {"mu": [-1.0, 0.0, 1.0], "sigma": [0.5, 2.0]}, _example_task,
 ...            base={"n": 100}, seed=7)
 >>> res = run_sweep(sw, "/tmp/demo_sweep", progress=False)      # doctest: +SKIP
 >>> res.scalar("mean").shape                                      # doctest: +SKIP
 (3, 2)
+>>> lab = load("/tmp/demo_sweep")                                 # doctest: +SKIP
+>>> lab.values["mean"].shape, lab.complete.all()                  # doctest: +SKIP
+((3, 2), True)
+>>> lab.to_xarray()["mean"].sel(mu=0.0, sigma=2.0)                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -96,8 +117,8 @@ import numpy as np
 
 from derivations.atomic import TMP_PREFIX, atomic_write
 
-__all__ = ["Sweep", "TaskOutput", "Cell", "SweepResult", "run_sweep", "load_sweep", "cell_seed",
-           "collect_versions", "SWEEP_FORMAT", "CELL_FORMAT"]
+__all__ = ["Sweep", "TaskOutput", "Cell", "SweepResult", "LabelledSweep", "run_sweep", "load_sweep",
+           "load", "cell_seed", "collect_versions", "SWEEP_FORMAT", "CELL_FORMAT"]
 
 #: Format tags written into ``sweep.json`` and each cell manifest.
 SWEEP_FORMAT = "mfvi.sweep/1"
@@ -489,6 +510,8 @@ def _check_cell(cells_dir: Path, cell: Cell, verify: bool) -> tuple[str, dict | 
         return "failed", m
     if m.get("status") != "done":
         return "missing", None
+    if not isinstance(m.get("scalars"), dict) or not isinstance(m.get("arrays"), dict):
+        return "missing", None
     npz = m.get("npz")
     if not isinstance(npz, dict) or npz.get("file") != f"{cell.cell_id}.npz":
         return "missing", None
@@ -560,9 +583,16 @@ def _prepare_dir(sweep: Sweep, out: Path) -> Path:
             raise ValueError(f"out_dir: {str(out)!r} holds a different sweep (differs in "
                              f"{', '.join(diff)}: {details}); use a new directory")
     else:
-        if out.is_dir() and any(out.iterdir()):
-            raise ValueError(f"out_dir: {str(out)!r} is not empty and has no {_SWEEP_FILE}; "
-                             f"refusing to write a sweep into it")
+        if out.is_dir():
+            # a run killed while writing sweep.json leaves only its .tmp_* file: remove it
+            for stale in out.glob(TMP_PREFIX + _SWEEP_FILE + "*"):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+            if any(out.iterdir()):
+                raise ValueError(f"out_dir: {str(out)!r} is not empty and has no {_SWEEP_FILE}; "
+                                 f"refusing to write a sweep into it")
         out.mkdir(parents=True, exist_ok=True)
         record = dict(definition, shape=list(sweep.shape), n_cells=sweep.n_cells,
                       created=_now(), hostname=socket.gethostname(), versions=collect_versions())
@@ -886,6 +916,226 @@ def load_sweep(out_dir: str | os.PathLike, *, verify: bool = True) -> SweepResul
 
 
 # ----------------------------------------------------------------------------------------
+# labelled arrays (load) and xarray export
+# ----------------------------------------------------------------------------------------
+
+#: Suffix pairs that mark two numeric scalars as the bounds of one interval.
+_INTERVAL_SUFFIXES = (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (bool, int, float)) and not isinstance(v, str)
+
+
+def _scalar_kind(values: list) -> tuple[str, int]:
+    """Kind of one scalar over the cells that report it (``None`` entries ignored):
+    ``("number", 0)``, ``("vector", L)`` for numeric lists of one common length L >= 1, or
+    ``("object", 0)`` for anything else (strings, dicts, nested or ragged lists, mixtures)."""
+    present = [v for v in values if v is not None]
+    if all(_is_number(v) for v in present):
+        return "number", 0
+    if all(isinstance(v, list) and v and all(x is None or _is_number(x) for x in v)
+           for v in present):
+        lengths = {len(v) for v in present}
+        if len(lengths) == 1:
+            return "vector", lengths.pop()
+    return "object", 0
+
+
+def _is_interval_vector(name: str) -> bool:
+    n = name.lower()
+    return n == "ci" or n.endswith("_ci") or n.startswith("ci_") or "interval" in n
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledSweep:
+    """A sweep as labelled arrays over its grid (what :func:`load` returns).
+
+    The grid has ``shape = (len(axes[a_1]), ..., len(axes[a_n]))``, C order as in
+    :class:`Sweep`.  Only complete cells (manifest ``done`` and a verified .npz, see the module
+    docstring) contribute values; every other cell is NaN (numeric) or ``None`` (objects) and
+    ``False`` in ``complete``.
+
+    Attributes
+    ----------
+    name, task, seed, base : the sweep definition (``task`` is its ``module.qualname``).
+    axes : ordered mapping axis name -> 1-D array of its values (read-only; int axes stay int).
+    values : mapping scalar name -> float64 array.  A scalar that is a number (int, float,
+        bool -> 0/1, ``None`` -> NaN) in every cell reporting it has shape ``shape``; a numeric
+        list of one common length L in every such cell (e.g. an interval ``[low, high]``) has
+        shape ``shape + (L,)``.  NaN where the cell is not complete or did not report it.
+        Numbers are exact copies of the manifests' values (ints up to 2**53).
+    objects : mapping scalar name -> object array of shape ``shape`` for the other scalars
+        (strings, dicts, nested or ragged lists), ``None`` where missing.
+    intervals : mapping interval name -> ``(low, high)``, two arrays of ``values`` (same shape):
+        from scalar pairs ``X_low``/``X_high`` (also ``_lo``/``_hi``, ``_lower``/``_upper``),
+        named ``X``, and from length-2 vectors named ``ci``, ``*_ci``, ``ci_*`` or containing
+        ``interval`` (last index 0 = low, 1 = high).  For :func:`analysis.phase.collapse_task`
+        sweeps: ``intervals["ci"] == (values["ci_low"], values["ci_high"])``, the Wilson 95%
+        interval (ode, montecarlo) or the numerical error bound (separatrix).
+    complete : bool array of shape ``shape``: which cells are complete.
+    cell_seeds : int64 array of shape ``shape``: each cell's seed (:func:`cell_seed`), for
+        every cell, complete or not.
+    specs : object array of shape ``shape``: each cell's parameter dict
+        ``{**base, axis_1: value_1, ...}`` (what the task receives; for a collapse sweep it
+        holds the base ``ProblemSpec`` dict under ``"spec"`` plus the cell's axis values, see
+        :func:`analysis.phase.apply_cell`), for every cell, complete or not.
+    result : the underlying :class:`SweepResult` (manifests, per-cell arrays via
+        ``result.array`` / ``result.stacked``).
+    """
+
+    name: str
+    task: str
+    seed: int
+    base: dict
+    axes: Mapping[str, np.ndarray]
+    values: Mapping[str, np.ndarray]
+    objects: Mapping[str, np.ndarray]
+    intervals: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    complete: np.ndarray
+    cell_seeds: np.ndarray
+    specs: np.ndarray
+    result: SweepResult = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Grid shape ``(len(axis_1), ..., len(axis_n))``."""
+        return tuple(int(v.size) for v in self.axes.values())
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Axis names in order (the dimensions of every array)."""
+        return tuple(self.axes)
+
+    @property
+    def definition(self) -> dict:
+        """The JSON sweep definition (format, name, task, seed, axes, base), as in
+        ``sweep.json``."""
+        return {"format": SWEEP_FORMAT, "name": self.name, "task": self.task,
+                "seed": self.seed, "axes": _axes_json(self.axes),
+                "base": copy.deepcopy(self.base)}
+
+    @classmethod
+    def from_result(cls, res: SweepResult) -> "LabelledSweep":
+        """Labelled arrays of a :class:`SweepResult` (from :func:`run_sweep` or
+        :func:`load_sweep`)."""
+        if not isinstance(res, SweepResult):
+            raise ValueError(f"res: must be a SweepResult, got {type(res).__name__}")
+        shape, n = res.shape, res.n_cells
+        names: list[str] = []
+        for m in res.cells:
+            if m is not None:
+                names.extend(k for k in m["scalars"] if k not in names)
+        values: dict[str, np.ndarray] = {}
+        objects: dict[str, np.ndarray] = {}
+        for name in names:
+            col = [None if m is None else m["scalars"].get(name) for m in res.cells]
+            kind, length = _scalar_kind(col)
+            if kind == "number":
+                arr = np.full(n, np.nan)
+                for flat, v in enumerate(col):
+                    if v is not None:
+                        arr[flat] = float(v)
+                values[name] = arr.reshape(shape)
+            elif kind == "vector":
+                arr = np.full((n, length), np.nan)
+                for flat, v in enumerate(col):
+                    if v is not None:
+                        arr[flat] = [np.nan if x is None else float(x) for x in v]
+                values[name] = arr.reshape(shape + (length,))
+            else:
+                arr = np.empty(n, dtype=object)
+                arr[:] = col
+                objects[name] = arr.reshape(shape)
+        intervals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in values:
+            for lo_suf, hi_suf in _INTERVAL_SUFFIXES:
+                if name.endswith(lo_suf) and len(name) > len(lo_suf):
+                    stem = name[: -len(lo_suf)]
+                    hi = stem + hi_suf
+                    if (hi in values and values[hi].shape == values[name].shape
+                            and stem not in intervals):
+                        intervals[stem] = (values[name], values[hi])
+        for name, arr in values.items():
+            if (arr.ndim == len(shape) + 1 and arr.shape[-1] == 2 and _is_interval_vector(name)
+                    and name not in intervals):
+                intervals[name] = (arr[..., 0], arr[..., 1])
+        complete = res.done
+        cell_seeds = np.empty(n, dtype=np.int64)
+        specs = np.empty(n, dtype=object)
+        for cell in res.iter_cells():
+            cell_seeds[cell.flat] = cell.seed
+            specs[cell.flat] = cell.params
+        for arr in (*values.values(), *objects.values(), complete, cell_seeds):
+            arr.setflags(write=False)
+        specs = specs.reshape(shape)
+        specs.setflags(write=False)
+        return cls(name=res.name, task=res.task, seed=res.seed, base=copy.deepcopy(res.base),
+                   axes=dict(res.axes), values=values, objects=objects, intervals=intervals,
+                   complete=complete, cell_seeds=cell_seeds.reshape(shape), specs=specs,
+                   result=res)
+
+    def to_xarray(self):
+        """The sweep as an ``xarray.Dataset`` (needs the optional dependency xarray).
+
+        Dimensions: the axis names (plus ``<name>_dim`` for a vector scalar ``name``), with the
+        axis values as coordinates; data variables: every entry of ``values`` (float64, NaN
+        where missing), named as the scalar (``<name>_scalar`` if that would clash with an
+        axis or a coordinate); coordinates over the grid ``cell_complete`` (bool) and
+        ``cell_seed`` (int64).  ``objects`` and ``specs`` are not included.  Attributes
+        (netCDF-safe): ``definition``, ``base`` and ``intervals`` as JSON text
+        (``intervals``: ``{name: [low variable, high variable]}`` or ``[variable, 0, 1]`` for a
+        vector), and ``name``, ``task``, ``seed``, ``format``.
+
+        Raises ``ImportError`` naming the extra ``pip install 'mfvi[xarray]'`` if xarray is
+        not installed.
+        """
+        try:
+            import xarray as xr
+        except ImportError as exc:
+            raise ImportError("LabelledSweep.to_xarray needs xarray, an optional dependency of "
+                              "mfvi: pip install 'mfvi[xarray]' (or pip install xarray)") from exc
+        dims = self.dims
+        reserved = set(dims) | {"cell_complete", "cell_seed"}
+        var_name = {n: (f"{n}_scalar" if n in reserved else n) for n in self.values}
+        data_vars = {}
+        for name, arr in self.values.items():
+            d = dims + ((f"{name}_dim",) if arr.ndim > len(dims) else ())
+            data_vars[var_name[name]] = (d, np.array(arr))
+        coords: dict[str, Any] = {n: np.array(v) for n, v in self.axes.items()}
+        coords["cell_complete"] = (dims, np.array(self.complete))
+        coords["cell_seed"] = (dims, np.array(self.cell_seeds))
+        intervals_json = {}
+        for iname, (lo, hi) in self.intervals.items():
+            if iname in self.values:  # a vector [low, high]
+                intervals_json[iname] = [var_name[iname], 0, 1]
+            else:
+                lo_name = next(n for n, a in self.values.items() if a is lo)
+                hi_name = next(n for n, a in self.values.items() if a is hi)
+                intervals_json[iname] = [var_name[lo_name], var_name[hi_name]]
+        attrs = {"format": SWEEP_FORMAT, "name": self.name, "task": self.task,
+                 "seed": self.seed, "definition": json.dumps(self.definition),
+                 "base": json.dumps(self.base), "intervals": json.dumps(intervals_json)}
+        return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{n}[{v.size}]" for n, v in self.axes.items())
+        return (f"LabelledSweep({self.name!r}, axes=({axes}), values={sorted(self.values)}, "
+                f"complete={int(self.complete.sum())}/{self.complete.size})")
+
+
+def load(out_dir: str | os.PathLike, *, verify: bool = True) -> LabelledSweep:
+    """Load the sweep in ``out_dir`` as labelled arrays (:class:`LabelledSweep`).
+
+    ``load(d).values["p"][i, j]`` is the scalar ``p`` of cell ``(i, j)``, at
+    ``axes[a_1][i], axes[a_2][j]``; NaN and ``complete[i, j] == False`` where the cell is
+    missing, failed or damaged.  Reads the files with :func:`load_sweep` (same checks;
+    ``verify``: SHA-256 of every .npz).  ``load(d).to_xarray()`` gives an ``xarray.Dataset``.
+    """
+    return LabelledSweep.from_result(load_sweep(out_dir, verify=verify))
+
+
+# ----------------------------------------------------------------------------------------
 # example task (tests, documentation)
 # ----------------------------------------------------------------------------------------
 
@@ -895,9 +1145,13 @@ def _example_task(params: dict, seed: int) -> TaskOutput:
     Draws ``n = params.get("n", 16)`` normals with mean ``params.get("mu", 0)`` and standard
     deviation ``params.get("sigma", 1)`` from ``default_rng(seed)``.  Arrays: ``x`` (n,);
     scalars: ``mean``, ``frac_positive``, ``n``.  If ``params["fail_above"]`` is given and
-    ``mu`` exceeds it, raises ``RuntimeError`` (to exercise error handling).
+    ``mu`` exceeds it, raises ``RuntimeError`` (to exercise error handling); with
+    ``params["sleep_s"]`` it first sleeps that many seconds (a task slow enough to be killed
+    mid-sweep).  The result does not depend on ``sleep_s``.
     """
     mu = float(params.get("mu", 0.0))
+    if params.get("sleep_s"):
+        time.sleep(float(params["sleep_s"]))
     if params.get("fail_above") is not None and mu > float(params["fail_above"]):
         raise RuntimeError(f"example task asked to fail at mu = {mu}")
     rng = np.random.default_rng(seed)

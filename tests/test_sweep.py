@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.sweep import (CELL_FORMAT, Sweep, SweepResult, TaskOutput, _example_task,
-                            cell_seed, load_sweep, run_sweep)
+from analysis.sweep import (CELL_FORMAT, LabelledSweep, Sweep, SweepResult, TaskOutput,
+                            _example_task, cell_seed, load, load_sweep, run_sweep)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -541,3 +541,279 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
     monkeypatch.setattr(term, "isatty", lambda: False)
     run_sweep(example_sweep(), tmp_path / "c", progress=True)
     assert term.text == ""
+
+
+# ----------------------------------------------------------------------------------------
+# corruption: each kind of damage is detected on its own and the cell recomputed
+# ----------------------------------------------------------------------------------------
+
+def _truncate_npz(cells: Path) -> None:
+    f = cells / "c0001_0002.npz"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _truncate_manifest(cells: Path) -> None:
+    f = cells / "c0001_0002.json"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _garbage_manifest(cells: Path) -> None:
+    (cells / "c0001_0002.json").write_bytes(b"\x00\xffnot json at all\n")
+
+
+def _empty_manifest(cells: Path) -> None:
+    (cells / "c0001_0002.json").write_bytes(b"")
+
+
+def _list_manifest(cells: Path) -> None:
+    (cells / "c0001_0002.json").write_text("[1, 2, 3]")
+
+
+def _wrong_sha_in_manifest(cells: Path) -> None:
+    # the .npz is intact and of the recorded size; only the recorded hash disagrees
+    f = cells / "c0001_0002.json"
+    m = json.loads(f.read_text())
+    sha = m["npz"]["sha256"]
+    m["npz"]["sha256"] = ("0" if sha[0] != "0" else "1") + sha[1:]
+    f.write_text(json.dumps(m))
+
+
+def _manifest_without_scalars(cells: Path) -> None:
+    f = cells / "c0001_0002.json"
+    m = json.loads(f.read_text())
+    del m["scalars"]
+    f.write_text(json.dumps(m))
+
+
+def _npz_missing(cells: Path) -> None:
+    (cells / "c0001_0002.npz").unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate_npz, _truncate_manifest, _garbage_manifest,
+                                    _empty_manifest, _list_manifest, _wrong_sha_in_manifest,
+                                    _manifest_without_scalars, _npz_missing],
+                         ids=lambda f: f.__name__.lstrip("_"))
+def test_each_kind_of_damage_is_detected_and_the_cell_recomputed(tmp_path, damage):
+    sw = make_sweep()
+    fresh = run_sweep(sw, tmp_path / "fresh", progress=False)
+    run_sweep(sw, tmp_path / "d", progress=False)
+    cells = tmp_path / "d" / "cells"
+    damage(cells)
+    damaged_flat = sw.cell((1, 2)).flat
+    expected_done = [flat != damaged_flat for flat in range(sw.n_cells)]
+    assert load_sweep(tmp_path / "d").done.ravel().tolist() == expected_done
+    assert load(tmp_path / "d").complete.ravel().tolist() == expected_done
+    if damage is not _wrong_sha_in_manifest:  # only the hash check can see a wrong hash
+        assert load_sweep(tmp_path / "d", verify=False).done.ravel().tolist() == expected_done
+    CALLS.clear()
+    resumed = run_sweep(sw, tmp_path / "d", progress=False)
+    assert resumed.computed == (damaged_flat,) and CALLS == [(0.25, 2.0)]
+    assert_same_results(fresh, resumed)
+    assert_same_results(fresh, load_sweep(tmp_path / "d"))
+
+
+def test_leftover_tmp_files_are_removed_and_ignored(tmp_path):
+    sw = make_sweep()
+    fresh = run_sweep(sw, tmp_path / "fresh", progress=False)
+    run_sweep(sw, tmp_path / "d", progress=False)
+    cells = tmp_path / "d" / "cells"
+    # killed mid-write of cell (0, 3): the new .npz and manifest only exist as temporaries,
+    # the old pair had already been unlinked
+    (cells / "c0000_0003.json").unlink()
+    (cells / "c0000_0003.npz").rename(cells / ".tmp_c0000_0003.npz.999.deadbeef")
+    (cells / ".tmp_c0000_0003.json.999.deadbeef").write_text('{"format": "mfvi.sw')
+    # and debris next to a complete cell
+    (cells / ".tmp_c0002_0001.npz.998.cafecafe").write_bytes(b"PK\x03\x04")
+    assert load_sweep(tmp_path / "d").n_done == sw.n_cells - 1
+    CALLS.clear()
+    resumed = run_sweep(sw, tmp_path / "d", progress=False)
+    assert resumed.computed == (3,) and len(CALLS) == 1
+    assert sorted(p.name for p in cells.iterdir() if p.name.startswith(".tmp_")) == []
+    assert_same_results(fresh, resumed)
+
+
+def test_sweep_killed_while_creating_its_directory_can_be_started(tmp_path):
+    """A kill during the atomic write of sweep.json leaves only its temporary file; the
+    directory is then not a sweep yet, but must not be refused as 'not empty'."""
+    sw = make_sweep(axes={"a": [0.0, 1.0], "b": [1.0]})
+    fresh = run_sweep(sw, tmp_path / "fresh", progress=False)
+    target = tmp_path / "d"
+    target.mkdir()
+    (target / ".tmp_sweep.json.4242.0badf00d").write_text('{"format": "mfvi.sweep/1", "na')
+    res = run_sweep(sw, target, progress=False)
+    assert res.complete and not list(target.glob(".tmp_*"))
+    assert_same_results(fresh, res)
+    # any other file still makes the directory refuse
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".tmp_notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        run_sweep(sw, other, progress=False)
+
+
+# ----------------------------------------------------------------------------------------
+# labelled arrays: load() and to_xarray()
+# ----------------------------------------------------------------------------------------
+
+def labelled_task(params: dict, seed: int) -> TaskOutput:
+    """Scalars of every kind: numbers, an int, a bool, None in some cells, a [low, high]
+    list, a _low/_high pair, a vector, a string and a dict; one array."""
+    CALLS.append((params["x"], params["y"]))
+    if CONTROL["interrupt_at"] is not None and len(CALLS) >= CONTROL["interrupt_at"]:
+        raise KeyboardInterrupt("simulated Ctrl-C")
+    rng = np.random.default_rng(seed)
+    u = rng.random(3)
+    p = float(u[0])
+    return TaskOutput(
+        arrays={"u": u},
+        scalars={"p": p, "k": int(rng.integers(0, 1000)), "flag": bool(u[1] > 0.5),
+                 "maybe": None if params["x"] == 2 else float(u[2]),
+                 "ci": [p - 0.1, p + 0.1], "q_low": p / 2, "q_high": p * 2,
+                 "vec3": [float(v) for v in u], "method": f"m{params['y']}",
+                 "details": {"x": params["x"], "list": [1, [2]]}})
+
+
+def labelled_sweep(**kw) -> Sweep:
+    return Sweep("lab", {"x": [0, 1, 2], "y": [0.5, 1.5]}, labelled_task,
+                 base={"spec": {"A": 4.0}}, seed=99, **kw)
+
+
+def test_load_gives_labelled_arrays_equal_to_direct_task_calls(tmp_path):
+    sw = labelled_sweep()
+    CONTROL["interrupt_at"] = 5  # cells 0..3 complete, 4 and 5 missing
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sw, tmp_path, progress=False)
+    CONTROL["interrupt_at"] = None
+    lab = load(tmp_path)
+    assert isinstance(lab, LabelledSweep)
+    assert lab.shape == (3, 2) and lab.dims == ("x", "y")
+    assert list(lab.axes) == ["x", "y"]
+    assert lab.axes["x"].dtype.kind == "i" and lab.axes["x"].tolist() == [0, 1, 2]
+    assert lab.axes["y"].tolist() == [0.5, 1.5]
+    assert lab.name == "lab" and lab.seed == 99 and lab.task.endswith("labelled_task")
+    assert lab.base == {"spec": {"A": 4.0}}
+    assert lab.definition == {k: v for k, v in json.loads((tmp_path / "sweep.json").read_text())
+                              .items() if k in ("format", "name", "task", "seed", "axes", "base")}
+    complete = np.array([[True, True], [True, True], [False, False]])
+    np.testing.assert_array_equal(lab.complete, complete)
+    assert set(lab.values) == {"p", "k", "flag", "maybe", "ci", "q_low", "q_high", "vec3"}
+    assert set(lab.objects) == {"method", "details"}
+    assert lab.values["p"].shape == (3, 2) and lab.values["p"].dtype == np.float64
+    assert lab.values["ci"].shape == (3, 2, 2) and lab.values["vec3"].shape == (3, 2, 3)
+    for i, x in enumerate([0, 1, 2]):
+        for j, y in enumerate([0.5, 1.5]):
+            cell = sw.cell((i, j))
+            assert lab.specs[i, j] == {"spec": {"A": 4.0}, "x": x, "y": y} == cell.params
+            assert lab.cell_seeds[i, j] == cell.seed
+            if not complete[i, j]:
+                for name, arr in lab.values.items():
+                    assert np.all(np.isnan(arr[i, j])), name
+                assert lab.objects["method"][i, j] is None
+                continue
+            s = labelled_task(cell.params, cell.seed).scalars
+            for name in ("p", "k", "q_low", "q_high"):
+                assert lab.values[name][i, j] == s[name]
+            assert lab.values["flag"][i, j] == float(s["flag"])
+            assert lab.values["ci"][i, j].tolist() == s["ci"]
+            assert lab.values["vec3"][i, j].tolist() == s["vec3"]
+            if x == 2:
+                assert np.isnan(lab.values["maybe"][i, j])
+            else:
+                assert lab.values["maybe"][i, j] == s["maybe"]
+            assert lab.objects["method"][i, j] == f"m{y}"
+            assert lab.objects["details"][i, j] == {"x": x, "list": [1, [2]]}
+    # intervals: the [low, high] list and the _low/_high pair
+    assert set(lab.intervals) == {"ci", "q"}
+    lo, hi = lab.intervals["ci"]
+    np.testing.assert_array_equal(lo, lab.values["ci"][..., 0])
+    np.testing.assert_array_equal(hi, lab.values["ci"][..., 1])
+    assert lab.intervals["q"][0] is lab.values["q_low"]
+    assert lab.intervals["q"][1] is lab.values["q_high"]
+    # read-only views: a LabelledSweep is a snapshot
+    with pytest.raises(ValueError):
+        lab.values["p"][0, 0] = 1.0
+    # the SweepResult is underneath; a full run fills the missing row
+    assert lab.result.n_done == 4
+    full = LabelledSweep.from_result(run_sweep(sw, tmp_path, progress=False))
+    assert full.complete.all() and np.all(np.isfinite(full.values["p"]))
+    np.testing.assert_array_equal(full.values["p"][:2], lab.values["p"][:2])
+    with pytest.raises(ValueError, match="SweepResult"):
+        LabelledSweep.from_result(tmp_path)
+    with pytest.raises(ValueError, match="not a sweep directory"):
+        load(tmp_path / "cells")
+
+
+def test_load_of_a_sweep_with_no_complete_cell(tmp_path):
+    sw = labelled_sweep()
+    CONTROL["interrupt_at"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sw, tmp_path, progress=False)
+    lab = load(tmp_path)
+    assert lab.values == {} and lab.objects == {} and lab.intervals == {}
+    assert not lab.complete.any() and lab.complete.shape == (3, 2)
+    assert lab.specs[2, 1] == sw.cell((2, 1)).params
+
+
+def test_to_xarray_dataset(tmp_path):
+    xr = pytest.importorskip("xarray", reason="to_xarray needs the optional extra mfvi[xarray]")
+    sw = labelled_sweep()
+    CONTROL["interrupt_at"] = 6  # the last cell missing
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sw, tmp_path, progress=False)
+    CONTROL["interrupt_at"] = None
+    ds = load(tmp_path).to_xarray()
+    assert isinstance(ds, xr.Dataset)
+    assert dict(ds.sizes) == {"x": 3, "y": 2, "ci_dim": 2, "vec3_dim": 3}
+    assert ds["x"].values.tolist() == [0, 1, 2] and ds["y"].values.tolist() == [0.5, 1.5]
+    assert set(ds.data_vars) == {"p", "k", "flag", "maybe", "ci", "q_low", "q_high", "vec3"}
+    assert ds["p"].dims == ("x", "y") and ds["ci"].dims == ("x", "y", "ci_dim")
+    for i, j in [(0, 0), (1, 1), (2, 0)]:
+        cell = sw.cell((i, j))
+        s = labelled_task(cell.params, cell.seed).scalars
+        sel = ds.sel(x=cell.params["x"], y=cell.params["y"])
+        assert float(sel["p"]) == s["p"] and float(sel["k"]) == s["k"]
+        assert sel["ci"].values.tolist() == s["ci"]
+        assert bool(sel["cell_complete"]) and int(sel["cell_seed"]) == cell.seed
+    missing = ds.sel(x=2, y=1.5)
+    assert not bool(missing["cell_complete"]) and np.isnan(float(missing["p"]))
+    assert int(missing["cell_seed"]) == sw.cell((2, 1)).seed
+    definition = json.loads(ds.attrs["definition"])
+    on_disk = json.loads((tmp_path / "sweep.json").read_text())
+    assert definition == {k: on_disk[k] for k in ("format", "name", "task", "seed", "axes",
+                                                  "base")}
+    assert ds.attrs["name"] == "lab" and ds.attrs["seed"] == 99
+    assert json.loads(ds.attrs["base"]) == {"spec": {"A": 4.0}}
+    assert json.loads(ds.attrs["intervals"]) == {"ci": ["ci", 0, 1], "q": ["q_low", "q_high"]}
+    # every attribute is netCDF-safe (a string or a number)
+    assert all(isinstance(v, (str, int, float)) for v in ds.attrs.values())
+
+
+def test_to_xarray_renames_a_scalar_that_clashes_with_an_axis(tmp_path):
+    pytest.importorskip("xarray", reason="to_xarray needs the optional extra mfvi[xarray]")
+    sw = Sweep("clash", {"mean": [0.0, 1.0]}, _echo_task, seed=3)
+    run_sweep(sw, tmp_path, progress=False)
+    ds = load(tmp_path).to_xarray()
+    assert "mean_scalar" in ds.data_vars and "cell_seed_scalar" in ds.data_vars
+    assert ds["mean_scalar"].values.tolist() == [0.0, 2.0]
+    assert ds["cell_seed_scalar"].values.tolist() == [3.0, 3.0]
+
+
+def _echo_task(params, seed):
+    return TaskOutput(scalars={"mean": 2 * params["mean"], "cell_seed": 3})
+
+
+def test_to_xarray_without_xarray_names_the_extra(tmp_path, monkeypatch):
+    run_sweep(labelled_sweep(), tmp_path, progress=False)
+    lab = load(tmp_path)
+    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray -> ImportError
+    with pytest.raises(ImportError, match=r"pip install 'mfvi\[xarray\]'"):
+        lab.to_xarray()
+
+
+def test_the_sweep_modules_do_not_import_xarray_or_dask():
+    code = ("import sys, analysis.sweep, analysis.phase; "
+            "bad = [m for m in ('xarray', 'dask', 'distributed', 'pandas') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
