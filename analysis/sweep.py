@@ -1081,11 +1081,13 @@ class LabelledSweep:
         Dimensions: the axis names (plus ``<name>_dim`` for a vector scalar ``name``), with the
         axis values as coordinates; data variables: every entry of ``values`` (float64, NaN
         where missing), named as the scalar (``<name>_scalar`` if that would clash with an
-        axis or a coordinate); coordinates over the grid ``cell_complete`` (bool) and
-        ``cell_seed`` (int64).  ``objects`` and ``specs`` are not included.  Attributes
-        (netCDF-safe): ``definition``, ``base`` and ``intervals`` as JSON text
-        (``intervals``: ``{name: [low variable, high variable]}`` or ``[variable, 0, 1]`` for a
-        vector), and ``name``, ``task``, ``seed``, ``format``.
+        axis or ``cell_complete``); coordinate ``cell_complete`` (bool over the grid).
+        ``objects``, ``specs`` and ``cell_seeds`` are not included (the seeds are 63-bit ints,
+        which netCDF-3 cannot store; they follow from the definition).  Attributes:
+        ``definition``, ``base`` and ``intervals`` as JSON text (``intervals``:
+        ``{name: [low variable, high variable]}`` or ``[variable, 0, 1]`` for a vector), and
+        ``name``, ``task``, ``seed``, ``format``.  The Dataset can be written with
+        ``to_netcdf`` by any backend, netCDF-3 (scipy) included.
 
         Raises ``ImportError`` naming the extra ``pip install 'mfvi[xarray]'`` if xarray is
         not installed.
@@ -1096,7 +1098,7 @@ class LabelledSweep:
             raise ImportError("LabelledSweep.to_xarray needs xarray, an optional dependency of "
                               "mfvi: pip install 'mfvi[xarray]' (or pip install xarray)") from exc
         dims = self.dims
-        reserved = set(dims) | {"cell_complete", "cell_seed"}
+        reserved = set(dims) | {"cell_complete"}
         var_name = {n: (f"{n}_scalar" if n in reserved else n) for n in self.values}
         data_vars = {}
         for name, arr in self.values.items():
@@ -1104,7 +1106,6 @@ class LabelledSweep:
             data_vars[var_name[name]] = (d, np.array(arr))
         coords: dict[str, Any] = {n: np.array(v) for n, v in self.axes.items()}
         coords["cell_complete"] = (dims, np.array(self.complete))
-        coords["cell_seed"] = (dims, np.array(self.cell_seeds))
         intervals_json = {}
         for iname, (lo, hi) in self.intervals.items():
             if iname in self.values:  # a vector [low, high]
