@@ -1,21 +1,43 @@
 """Python source for Numba from the derived equations, and its on-disk module cache.
 
-Pipeline for one function (right-hand side, Jacobian or objective) of one structure:
+A generated module defines one function of one structure, ``@njit(<signature from
+solvers.signatures>, cache=True)``.  Its body reads like the mathematics of DESIGN.md
+section 2, one section per block, each under a comment ``# --- <block>``:
 
-1. collect the Gaussian-expectation atoms ``GaussLSE(n, alpha, a, C)`` and group them by their
-   point (a, C): every group becomes ONE kernel call that returns all the derivatives the
-   expressions need (``solvers.quadrature.softplus_moments`` for n = 1, ``lse_moments``
-   otherwise), so one quadrature serves e.g. both ``E sigmoid`` and ``E sigmoid'``;
-2. common-subexpression elimination (``sympy.cse``) on the kernel arguments, then on the
-   expressions with each atom replaced by a named symbol;
-3. printing with :class:`NumbaPrinter` (a ``PythonCodePrinter`` whose ``_print_GaussLSE``
-   maps an atom to its kernel), one assignment per line, into a real module whose functions
-   are ``@njit(<signature from solvers.signatures>, cache=True)``.
+* ``rhs(y, beta, theta, out)``: ``G = dF/dQ + dF/dQ^T`` (symbols ``G_k_l``, k <= l: G is
+  symmetric), ``H = dF/dR`` (``H_k_a``), then ``dQ/dt = -(G Q + Q G^T + H R^T + R H^T)`` and
+  ``dR/dt = -(G R + H T)`` written in those symbols, and ``dalpha/dt = -dF/dalpha`` when the
+  weights train;
+* ``jac(y, beta, theta, J)``: G and H, their derivatives ``dG/dy`` and ``dH/dy`` (symbols
+  ``dG_k_l_d<y>``, structurally zero ones omitted), then the rows of J by the product rule
+  through G and H (``d(dQ/dt)/dy``, ``d(dR/dt)/dy``) and ``d(dalpha/dt)/dy``; J is zeroed
+  first when some entries vanish identically;
+* ``objective(y, beta, theta)``: F without its state-independent constant.
+
+Pipeline:
+
+1. collect the Gaussian-expectation atoms ``GaussLSE(n, alpha, a, C)`` of all blocks and group
+   them by their point (a, C): every group becomes ONE kernel call, under the first section
+   ("Gaussian expectations"), that returns all the derivatives the blocks need
+   (``solvers.quadrature.softplus_moments`` for n = 1, ``lse_moments`` otherwise), so one
+   quadrature serves e.g. both ``E sigmoid`` and ``E sigmoid'``;
+2. ONE ``sympy.cse`` pass over everything the function computes: the kernel arguments (the
+   means and the full matrix C, so a shared off-diagonal entry is named once) and every
+   block's expressions with each atom replaced by a named symbol.  A common subexpression is
+   assigned once, just before the first line needing it; a trivial one (``-x``, ``2*Q_1_2``) is
+   written in place; one that is a whole quantity of G, H, dG/dy or dH/dy takes that name;
+3. printing with :class:`NumbaPrinter` (a ``PythonCodePrinter``), one assignment per line.
+   The printer records every module-level name it prints (``math`` functions, ``numpy``, the
+   kernels) and the import lines are written from that record, so a module imports exactly
+   what it uses.  Constant arrays (the multi-index tables of ``lse_moments``) are module
+   globals, which Numba freezes into the compiled code, not rebuilt per call; only the
+   state and parameters the body reads are unpacked from y and theta.
 
 ``lambdify`` + ``njit`` cannot be cached across processes; a real file can.  The module is
-stored under ``$MFVI_CACHE_DIR`` (default ``~/.cache/mfvi``) in a file named by a hash of the
-structure, the package version, the code-generator version and the sources of the derivation,
-the generator and the kernels it calls (Numba's own cache does not see changes in called functions of other modules, so a kernel
+stored under ``$MFVI_CACHE_DIR`` (default ``~/.cache/mfvi``) in a file named by
+:func:`module_key`: a hash of the structure, the package and code-generator versions, the
+state layout and the sources of the derivation, this generator and the kernels it calls
+(Numba's own cache does not see changes in called functions of other modules, so a kernel
 change must change the file name).  Files are written atomically, so concurrent processes can
 share the cache.
 """
@@ -27,11 +49,11 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence
 
 import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
@@ -41,22 +63,35 @@ from .functions import GaussLSE
 from .model import ReducedModel, derive
 from .spec import ModelStructure
 
-__all__ = ["NumbaPrinter", "generate_source", "compile_model", "CompiledModel", "cache_dir",
-           "CODEGEN_VERSION"]
+__all__ = ["CODEGEN_VERSION", "CompiledModel", "NumbaPrinter", "cache_dir", "compile_model",
+           "generate_source", "module_key"]
 
 #: Bump when the generated code changes shape (part of the cache key).
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 _KIND_SIGNATURE = {"rhs": "RHS_SIG", "jac": "JAC_SIG", "objective": "OBJ_SIG"}
+_KIND_DEF = {"rhs": "def rhs(y, beta, theta, out):", "jac": "def jac(y, beta, theta, J):",
+             "objective": "def objective(y, beta, theta):"}
+#: Modules generated code may use: the printer's record of what it printed must stay inside.
+_ALLOWED_MODULES = ("math", "numpy", "solvers.quadrature")
 
 
 class NumbaPrinter(PythonCodePrinter):
     """Prints scalar SymPy expressions as Numba-compatible Python (``math`` functions).
 
+    Every module-level name the printer writes is recorded in ``module_imports`` (module ->
+    names; SymPy's own record for ``math``, extended here to ``numpy`` and the kernels of
+    ``solvers.quadrature``), and :func:`generate_source` writes its import lines from that
+    record.
+
     ``GaussLSE`` atoms are printed as a call of their kernel (one quadrature per atom); the code
     generator avoids that cost by grouping atoms first, so in generated modules this method
     only serves expressions that were not grouped.
     """
+
+    def __init__(self, settings: dict | None = None) -> None:
+        super().__init__({"fully_qualified_modules": True, "standard": "python3",
+                          **(settings or {})})
 
     def _print_GaussLSE(self, expr: GaussLSE) -> str:
         call = self.kernel_call(expr.n, expr.point, [expr.orders])
@@ -66,37 +101,186 @@ class NumbaPrinter(PythonCodePrinter):
                     ) -> str:
         """Source of one kernel call at point (a, C) returning the requested derivatives.
 
-        For n = 1 the result is indexed by the derivative order (``softplus_moments`` returns
-        orders 0..max); for n >= 2 by the position in ``orders`` (passed as a constant array).
+        ``point`` holds the n means and the n(n+1)/2 upper-triangle covariance entries (the
+        argument layout of ``GaussLSE``).  For n = 1 the result is indexed by the derivative
+        order (``softplus_moments`` returns orders 0..max); for n >= 2 by the position in
+        ``orders`` (written here as an inline array).
         """
         args = [self._print(x) for x in point]
+        from .functions import upper_index
+        cov = [[args[n + upper_index(n, i, j)] for j in range(n)] for i in range(n)]
         if n == 1:
-            return f"softplus_moments({args[0]}, {args[1]}, {max(o[0] for o in orders)})"
-        a = ", ".join(args[:n])
-        C = _full_matrix_source(n, args[n:])
-        alphas = ", ".join("(" + ", ".join(str(x) for x in o) + ",)" for o in orders)
-        return (f"lse_moments(np.array([{a}]), np.array({C}), "
-                f"np.array([{alphas}], dtype=np.int64))")
+            return self.softplus_call(args[0], cov[0][0], max(o[0] for o in orders))
+        table = self.int_array_source([list(o) for o in orders])
+        return self.lse_call(args[:n], cov, table)
+
+    # -- the pieces of a kernel call, each recording the names it prints ------------------------
+    def softplus_call(self, a: str, c: str, max_order: int) -> str:
+        """``softplus_moments(a, c, max_order)`` (n = 1): E softplus^(k)(a + sqrt(c) xi)."""
+        self.module_imports["solvers.quadrature"].add("softplus_moments")
+        return f"softplus_moments({a}, {c}, {max_order})"
+
+    def lse_call(self, a: Sequence[str], cov: Sequence[Sequence[str]], alphas: str) -> str:
+        """``lse_moments(a, C, alphas)`` (n >= 2), C given as the full n x n matrix."""
+        self.module_imports["solvers.quadrature"].add("lse_moments")
+        self.module_imports["numpy"].add("array")
+        rows = ", ".join("[" + ", ".join(r) + "]" for r in cov)
+        return f"lse_moments(np.array([{', '.join(a)}]), np.array([{rows}]), {alphas})"
+
+    def int_array_source(self, rows: Sequence[Sequence[int]]) -> str:
+        """``np.array(rows, dtype=np.int64)`` (a 2-D table of integers)."""
+        self.module_imports["numpy"].update(("array", "int64"))
+        body = ", ".join("[" + ", ".join(str(int(x)) for x in r) + "]" for r in rows)
+        return f"np.array([{body}], dtype=np.int64)"
+
+    def import_lines(self, signature: str) -> list[str]:
+        """Import lines of a module whose code this printer printed (PEP 8 groups)."""
+        used = {m: sorted(v) for m, v in self.module_imports.items() if v}
+        unknown = sorted(set(used) - set(_ALLOWED_MODULES))
+        if unknown:
+            raise RuntimeError(f"generated code would need modules {unknown}: only "
+                               f"{list(_ALLOWED_MODULES)} are allowed (no SymPy at run time)")
+        stdlib = ["import math"] if "math" in used else []
+        third = (["import numpy as np"] if "numpy" in used else []) + ["from numba import njit"]
+        local = ([f"from solvers.quadrature import {', '.join(used['solvers.quadrature'])}"]
+                 if "solvers.quadrature" in used else [])
+        local.append(f"from solvers.signatures import {signature}")
+        out: list[str] = []
+        for group in (stdlib, third, local):
+            if group:
+                out += group + [""]
+        return out[:-1]
 
 
-def _full_matrix_source(n: int, upper: Sequence[str]) -> str:
-    from .functions import upper_index
-    rows = []
-    for i in range(n):
-        rows.append("[" + ", ".join(upper[upper_index(n, i, j)] for j in range(n)) + "]")
-    return "[" + ", ".join(rows) + "]"
+# ------------------------------------------------------------------------------------------
+# the blocks of a generated function
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class _Block:
+    """One section of a generated function: ``targets[i] = exprs[i]`` under ``# --- title``.
+
+    ``defines`` marks the blocks whose targets are named quantities (G, H, their derivatives)
+    that later blocks read as plain symbols; ``prologue`` lines open the section."""
+
+    title: str
+    targets: list[str]
+    exprs: list[sp.Expr]
+    defines: bool = False
+    prologue: list[str] = field(default_factory=list)
+
+
+def _named(title: str, pairs: Sequence[tuple[sp.Symbol, sp.Expr]]) -> _Block:
+    return _Block(title, [s.name for s, _ in pairs], [e for _, e in pairs], defines=True)
+
+
+def _blocks(model: ReducedModel, kind: str) -> list[_Block]:
+    """The sections of ``kind`` for ``model`` (see the module docstring)."""
+    if kind == "objective":
+        return [_Block("F, without the state-independent constant c(beta, gamma, d)", ["F"],
+                       [model.objective_state])]
+    st = model.structure
+    M, K = st.M, st.K
+    gsub = {model.gamma: model.gamma_value}
+    pairs = [(k, l) for k in range(M) for l in range(k, M)]
+    gsym = {kl: sp.Symbol(f"G_{kl[0] + 1}_{kl[1] + 1}", real=True) for kl in pairs}
+    hsym = {(k, a): sp.Symbol(f"H_{k + 1}_{a + 1}", real=True)
+            for k in range(M) for a in range(K)}
+    G = sp.Matrix(M, M, lambda k, l: gsym[(min(k, l), max(k, l))])
+    H = sp.Matrix(M, K, lambda k, a: hsym[(k, a)])
+    # G is symmetric (one symbol per unordered pair of Q), so its upper triangle defines it
+    # (factor_terms: cheap here, and it takes out the 2 of G_kk = 2 dF/dq_kk and the like)
+    g_def = [(gsym[kl], sp.factor_terms(model.G[kl].xreplace(gsub))) for kl in pairs]
+    h_def = [(hsym[ka], sp.factor_terms(model.H[ka].xreplace(gsub))) for ka in hsym]
+    dQ = -(G * model.Q + model.Q * G.T + H * model.R.T + model.R * H.T)
+    dR = -(G * model.R + H * model.T)
+    ode_q = [dQ[kl] for kl in pairs]                 # ordered as the state: upper triangle,
+    ode_r = [dR[ka] for ka in hsym]                  # then R row-major, then alpha
+    dalpha = [e.xreplace(gsub) for e in model.dalpha]
+    n_q, n_r = len(ode_q), len(ode_r)
+    blocks = [_named("G = dF/dQ + dF/dQ^T (symmetric: upper triangle)", g_def),
+              _named("H = dF/dR", h_def)]
+    if kind == "rhs":
+        blocks += [
+            _Block("dQ/dt = -(G Q + Q G^T + H R^T + R H^T)",
+                   [f"out[{i}]" for i in range(n_q)], ode_q),
+            _Block("dR/dt = -(G R + H T)", [f"out[{n_q + i}]" for i in range(n_r)], ode_r),
+        ]
+        if dalpha:
+            blocks.append(_Block("dalpha/dt = -dF/dalpha",
+                                 [f"out[{n_q + n_r + i}]" for i in range(len(dalpha))], dalpha))
+        return blocks
+
+    # Jacobian: the product rule through G and H, with their derivatives as named symbols
+    state = model.state
+    deriv: dict[sp.Symbol, dict[sp.Symbol, sp.Symbol]] = {}
+
+    def derivative_block(title: str, defs: Sequence[tuple[sp.Symbol, sp.Expr]]) -> _Block:
+        out = []
+        for sym, expr in defs:
+            deriv[sym] = {}
+            for y in state:
+                e = sp.diff(expr, y)
+                if e != 0:
+                    deriv[sym][y] = sp.Symbol(f"d{sym.name}_d{y.name}", real=True)
+                    out.append((deriv[sym][y], e))
+        return _named(title, out)
+
+    blocks += [derivative_block("dG/dy", g_def), derivative_block("dH/dy", h_def)]
+
+    def total(e: sp.Expr, y: sp.Symbol) -> sp.Expr:
+        d = sp.diff(e, y)
+        for sym in e.free_symbols & deriv.keys():
+            if y in deriv[sym]:
+                d += sp.diff(e, sym) * deriv[sym][y]
+        return d
+
+    n = len(state)
+    # (rows, first row index, title, through G and H?)
+    row_blocks = [(ode_q, 0, "d(dQ/dt)/dy", True), (ode_r, n_q, "d(dR/dt)/dy", True)]
+    if dalpha:
+        row_blocks.append((dalpha, n_q + n_r, "d(dalpha/dt)/dy", False))
+    entries = []
+    for exprs, first, title, chained in row_blocks:
+        targets, values = [], []
+        for i, e in enumerate(exprs):
+            for j, y in enumerate(state):
+                v = total(e, y) if chained else sp.diff(e, y)
+                if v != 0:
+                    targets.append(f"J[{first + i}, {j}]")
+                    values.append(v)
+        entries.append(_Block(title, targets, values))
+    if sum(len(b.targets) for b in entries) < n * n:
+        entries[0].prologue.append("J[:, :] = 0.0")
+    return [b for b in blocks + entries if b.targets or b.prologue]
 
 
 @dataclass
 class _Group:
+    """Gaussian-expectation atoms sharing one point (a, C): one kernel call."""
+
     index: int
     n: int
     point: tuple[sp.Expr, ...]
     orders: list[tuple[int, ...]] = field(default_factory=list)
 
+    @property
+    def name(self) -> str:
+        return f"E{self.index}"
 
-def _body_lines(exprs: Sequence[sp.Expr], printer: NumbaPrinter) -> tuple[list[str], list[str]]:
-    """Assignment lines computing ``exprs``; returns (lines, names of the results)."""
+    def symbol(self, orders: tuple[int, ...]) -> sp.Symbol:
+        return sp.Symbol(f"{self.name}_" + "".join(str(o) for o in orders), real=True)
+
+    def arguments(self) -> list[sp.Expr]:
+        """The means, then the full covariance matrix row-major (so that CSE names a shared
+        off-diagonal entry once)."""
+        from .functions import upper_index
+        n = self.n
+        cov = [self.point[n + upper_index(n, i, j)] for i in range(n) for j in range(n)]
+        return list(self.point[:n]) + cov
+
+
+def _gaussian_groups(exprs: Sequence[sp.Expr]) -> list[_Group]:
     atoms: set[GaussLSE] = set()
     for e in exprs:
         atoms |= e.atoms(GaussLSE)
@@ -107,43 +291,129 @@ def _body_lines(exprs: Sequence[sp.Expr], printer: NumbaPrinter) -> tuple[list[s
             groups[key] = _Group(len(groups), atom.n, atom.point)
         if atom.orders not in groups[key].orders:
             groups[key].orders.append(atom.orders)
-
-    lines: list[str] = []
-    # Stage 1: the kernel arguments, with their own common subexpressions.
-    arg_exprs = [x for g in groups.values() for x in g.point]
-    arg_repl, arg_red = sp.cse(arg_exprs, symbols=sp.numbered_symbols("p"), order="none")
-    for sym, val in arg_repl:
-        lines.append(f"{sym} = {printer.doprint(val)}")
-    subs: dict[sp.Expr, sp.Symbol] = {}
-    pos = 0
     for g in groups.values():
-        npt = len(g.point)
-        red = arg_red[pos:pos + npt]
-        pos += npt
-        arg_names = []
-        for j, val in enumerate(red):
-            name = sp.Symbol(f"g{g.index}_{j}")
-            lines.append(f"{name} = {printer.doprint(val)}")
-            arg_names.append(name)
         g.orders.sort(key=lambda o: (sum(o), tuple(-x for x in o)))
-        if g.n == 1:
-            lines.append(f"E{g.index} = {printer.kernel_call(1, arg_names, g.orders)}")
-            for o in g.orders:
-                sym = sp.Symbol(f"E{g.index}_{o[0]}")
-                lines.append(f"{sym} = E{g.index}[{o[0]}]")
-                subs[GaussLSE(sp.Integer(1), sp.Integer(o[0]), *g.point)] = sym
-        else:
-            lines.append(f"E{g.index} = {printer.kernel_call(g.n, arg_names, g.orders)}")
-            for r, o in enumerate(g.orders):
-                sym = sp.Symbol(f"E{g.index}_" + "".join(str(x) for x in o))
-                lines.append(f"{sym} = E{g.index}[{r}]")
-                subs[GaussLSE(sp.Integer(g.n), *[sp.Integer(x) for x in o], *g.point)] = sym
-    # Stage 2: the expressions, the atoms now plain symbols.
-    replaced = [e.xreplace(subs) for e in exprs]
-    repl, red = sp.cse(replaced, symbols=sp.numbered_symbols("x"), order="none")
+    return list(groups.values())
+
+
+def _is_trivial(e: sp.Expr) -> bool:
+    """A symbol or a number, or one times a number (``-x``, ``2*Q_1_2``): not worth a line."""
+    return e.is_Atom or (e.is_Mul and len(e.args) == 2 and e.args[0].is_Number
+                         and e.args[1].is_Atom)
+
+
+def _function_body(blocks: Sequence[_Block], printer: NumbaPrinter
+                   ) -> tuple[list[str], list[str], set[sp.Symbol]]:
+    """(module-level constant lines, body lines, free symbols the body reads).
+
+    One ``sympy.cse`` pass covers the kernel arguments and every block.  Each common
+    subexpression is assigned once, just before the first kernel call or block that needs it;
+    trivial ones (``-x``, ``2*x``) are written in place; one that is a whole quantity of a defining
+    block takes that quantity's name (``H_1_1 = ...``, not ``x5 = ...; H_1_1 = x5``); the
+    others are named ``x0, x1, ...`` in the order of their assignments.
+    """
+    groups = _gaussian_groups([e for b in blocks for e in b.exprs])
+    atom_sym: dict[GaussLSE, sp.Symbol] = {}
+    for g in groups:
+        for o in g.orders:
+            atom = GaussLSE(sp.Integer(g.n), *[sp.Integer(x) for x in o], *g.point)
+            atom_sym[atom] = g.symbol(o)
+    arg_exprs = [x for g in groups for x in g.arguments()]
+    block_exprs = [e.xreplace(atom_sym) for b in blocks for e in b.exprs]
+    repl, red = sp.cse(arg_exprs + block_exprs, symbols=sp.numbered_symbols("_cse"),
+                       order="none")
+    inline: dict[sp.Symbol, sp.Expr] = {}
+    defs: dict[sp.Symbol, sp.Expr] = {}
     for sym, val in repl:
-        lines.append(f"{sym} = {printer.doprint(val)}")
-    return lines, [printer.doprint(r) for r in red]
+        val = val.xreplace(inline)
+        if _is_trivial(val):
+            inline[sym] = val
+        else:
+            defs[sym] = val
+    red = [e.xreplace(inline) for e in red]
+    rank = {s: i for i, s in enumerate(defs)}
+    done: set[sp.Symbol] = set()
+
+    def needed(exprs: Sequence[sp.Expr]) -> list[sp.Symbol]:
+        """The not yet assigned common subexpressions ``exprs`` read, in dependency order."""
+        todo = [s for e in exprs for s in e.free_symbols if s in defs and s not in done]
+        found: set[sp.Symbol] = set()
+        while todo:
+            s = todo.pop()
+            if s not in found:
+                found.add(s)
+                todo += [t for t in defs[s].free_symbols if t in defs and t not in done]
+        done.update(found)
+        return sorted(found, key=rank.__getitem__)
+
+    # items: ("#", title), ("raw", line), ("call", group, arguments), ("=", lhs, value) with
+    # lhs a common-subexpression symbol or a target string
+    items: list[tuple] = []
+    alias: dict[sp.Symbol, str] = {}
+    pos = 0
+    if groups:
+        items.append(("#", "Gaussian expectations: one kernel call per point (a, C)"))
+    for g in groups:
+        k = len(g.arguments())
+        args, pos = red[pos:pos + k], pos + k
+        items += [("=", s, defs[s]) for s in needed(args)]
+        items.append(("call", g, args))
+        items += [("raw", f"{g.symbol(o).name} = {g.name}[{o[0] if g.n == 1 else r}]")
+                  for r, o in enumerate(g.orders)]
+    for b in blocks:
+        exprs, pos = red[pos:pos + len(b.exprs)], pos + len(b.exprs)
+        items.append(("#", b.title))
+        items += [("raw", line) for line in b.prologue]
+        if b.defines:
+            for t, e in zip(b.targets, exprs):
+                if e in defs and e not in done and e not in alias:
+                    alias[e] = t
+        for t, e in zip(b.targets, exprs):
+            # an aliased quantity is assigned where its subexpression is (maybe earlier)
+            items += [("=", s, defs[s]) for s in needed([e])]
+            if not (b.defines and alias.get(e) == t):
+                items.append(("=", t, e))
+
+    rename: dict[sp.Symbol, sp.Symbol] = {}
+    numbered = (f"x{i}" for i in range(len(defs)))
+    for item in items:
+        if item[0] == "=" and isinstance(item[1], sp.Symbol):
+            rename[item[1]] = sp.Symbol(alias.get(item[1]) or next(numbered), real=True)
+    used: set[sp.Symbol] = set()
+
+    def show(e: sp.Expr) -> str:
+        e = sp.sympify(e).xreplace(rename)
+        used.update(e.free_symbols)
+        return "0.0" if e == 0 else printer.doprint(e)
+
+    constants: list[str] = []                # module level: one table per set of orders
+    tables: dict[tuple, str] = {}
+    lines: list[str] = []
+    for item in items:
+        if item[0] == "#":
+            lines.append(f"# --- {item[1]}")
+        elif item[0] == "raw":
+            lines.append(item[1])
+        elif item[0] == "call":
+            g, args = item[1], [show(a) for a in item[2]]
+            if g.n == 1:
+                call = printer.softplus_call(args[0], args[1], max(o[0] for o in g.orders))
+            else:
+                key = tuple(g.orders)
+                if key not in tables:
+                    tables[key] = f"ALPHAS_{len(tables)}"
+                    rows = ", ".join("E*_" + "".join(map(str, o)) for o in g.orders)
+                    constants += [f"# lse_moments multi-indices (rows), returned as {rows}",
+                                  f"{tables[key]} = {printer.int_array_source(g.orders)}"]
+                table = tables[key]
+                cov = [args[g.n * (i + 1):g.n * (i + 2)] for i in range(g.n)]
+                call = printer.lse_call(args[:g.n], cov, table)
+            lines.append(f"{g.name} = {call}")
+        else:
+            lhs = item[1]
+            lines.append(f"{rename[lhs] if isinstance(lhs, sp.Symbol) else lhs} = "
+                         f"{show(item[2])}")
+    return constants, lines, used
 
 
 def generate_source(model: ReducedModel, kind: str) -> str:
@@ -151,25 +421,17 @@ def generate_source(model: ReducedModel, kind: str) -> str:
 
     ``kind`` is ``"rhs"`` (``rhs(y, beta, theta, out)``), ``"jac"`` (``jac(y, beta, theta, J)``)
     or ``"objective"`` (``objective(y, beta, theta) -> F`` without the state-independent
-    constant).  Signatures: ``solvers.signatures``.
+    constant).  Signatures: ``solvers.signatures``.  Layout of the body: the module docstring.
     """
     if kind not in _KIND_SIGNATURE:
         raise ValueError(f"kind: must be one of {sorted(_KIND_SIGNATURE)}, got {kind!r}")
     st = model.structure
-    printer = NumbaPrinter({"fully_qualified_modules": True, "standard": "python3"})
-    if kind == "rhs":
-        exprs = list(model.rhs)
-    elif kind == "jac":
-        exprs = list(model.jacobian())
-    else:
-        exprs = [model.objective_state]
-    lines, results = _body_lines(exprs, printer)
-
-    n = len(model.state)
-    kernels = [k for k in ("lse_moments", "softplus_moments")
-               if any(k + "(" in line for line in lines + results)]
-    kernel_import = (f"from solvers.quadrature import {', '.join(kernels)}" if kernels
-                     else "# no Gaussian-expectation kernels needed")
+    printer = NumbaPrinter()
+    constants, lines, used = _function_body(_blocks(model, kind), printer)
+    if kind == "objective":
+        lines.append("return F")
+    unpack = [f"{s.name} = y[{i}]" for i, s in enumerate(model.state) if s in used]
+    unpack += [f"{p.name} = theta[{i}]" for i, p in enumerate(model.params) if p in used]
     head = [
         f'"""Generated by derivations.codegen (version {CODEGEN_VERSION}) -- do not edit.',
         "",
@@ -177,36 +439,17 @@ def generate_source(model: ReducedModel, kind: str) -> str:
         f"Function: {kind}.  State: {', '.join(s.name for s in model.state)}.",
         f"Parameters (theta): {', '.join(p.name for p in model.params)}.",
         '"""',
-        "import math",
-        "",
-        "import numpy as np",
-        "from numba import njit",
-        "",
-        kernel_import,
-        f"from solvers.signatures import {_KIND_SIGNATURE[kind]}",
+        *printer.import_lines(_KIND_SIGNATURE[kind]),
         "",
         f"STATE_NAMES = {tuple(s.name for s in model.state)!r}",
         f"PARAMETER_NAMES = {tuple(p.name for p in model.params)!r}",
+        *constants,
         "",
         "",
         f"@njit({_KIND_SIGNATURE[kind]}, cache=True)",
+        _KIND_DEF[kind],
     ]
-    if kind == "rhs":
-        head.append("def rhs(y, beta, theta, out):")
-    elif kind == "jac":
-        head.append("def jac(y, beta, theta, J):")
-    else:
-        head.append("def objective(y, beta, theta):")
-    body = [f"{s.name} = y[{i}]" for i, s in enumerate(model.state)]
-    body += [f"{p.name} = theta[{i}]" for i, p in enumerate(model.params)]
-    body += lines
-    if kind == "rhs":
-        body += [f"out[{i}] = {r}" for i, r in enumerate(results)]
-    elif kind == "jac":
-        body += [f"J[{i // n}, {i % n}] = {r}" for i, r in enumerate(results)]
-    else:
-        body += [f"return {results[0]}"]
-    return "\n".join(head + ["    " + b for b in body]) + "\n"
+    return "\n".join(head + ["    " + b for b in unpack + lines]) + "\n"
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,8 +486,16 @@ def _dependency_digest() -> str:
 
 
 def module_key(structure: ModelStructure, kind: str) -> str:
-    """Cache key of a generated module: structure, versions, kernel sources."""
+    """Cache key of a generated module.
+
+    A hash of the structure, the function, the package version, :data:`CODEGEN_VERSION`, the
+    layout of y and theta (``spec.state_names`` / ``parameter_names``, which the generated
+    code unpacks by position), the SymPy version and the sources of the derivation
+    (``derivations.model``, ``derivations.functions``), this generator and the kernels and
+    signatures the module calls, so that any change to them gives a new file.
+    """
     text = "|".join([structure.key(), kind, _package_version(), CODEGEN_VERSION,
+                     ",".join(structure.state_names), ",".join(structure.parameter_names),
                      _dependency_digest()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
