@@ -17,13 +17,14 @@ pseudo-arclength continuation in beta at each A, where the stable collapsed stat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import Executor
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from derivations.spec import (ExponentialSchedule, LinearSchedule, ProblemSpec, TargetMixture)
+from derivations.spec import ProblemSpec, TargetMixture
 
 from .sweep import Sweep, SweepResult, TaskOutput, run_sweep
 
@@ -39,17 +40,28 @@ def apply_cell(spec: ProblemSpec, cell: Mapping[str, float]) -> ProblemSpec:
     unknown = set(cell) - set(COLLAPSE_AXES)
     if unknown:
         raise ValueError(f"axes: unknown axis {sorted(unknown)}; known: {COLLAPSE_AXES}")
+    for k, v in cell.items():
+        if isinstance(v, (bool, str)) or not np.isfinite(v):
+            raise ValueError(f"{k}: must be a finite number, got {v!r}")
+    if "A" in cell and not cell["A"] > 0:
+        raise ValueError(f"A: must be > 0, got {cell['A']}")
+    if "pi_1" in cell and not 0 < cell["pi_1"] < 1:
+        raise ValueError(f"pi_1: must lie in (0, 1), got {cell['pi_1']}")
     changes: dict[str, Any] = {}
-    if "T0" in cell or "tau" in cell:
+    sched_changes = {k: float(cell[k]) for k in ("T0", "tau") if k in cell}
+    if sched_changes:
         sch = spec.schedule
-        if not isinstance(sch, (LinearSchedule, ExponentialSchedule)):
-            raise ValueError("axes: T0 and tau need a linear or exponential schedule in the "
-                             f"base specification, got {sch.kind}")
-        changes["schedule"] = type(sch)(float(cell.get("T0", sch.T0)),
-                                        float(cell.get("tau", sch.tau)))
+        names = {f.name for f in dataclasses.fields(sch)}
+        if not set(sched_changes) <= names:
+            raise ValueError(f"axes: {', '.join(sorted(set(sched_changes) - names))} is not a "
+                             f"parameter of the {sch.kind} schedule of the base specification "
+                             f"(its parameters: {', '.join(sorted(names)) or 'none'})")
+        changes["schedule"] = dataclasses.replace(sch, **sched_changes)
     t = spec.target
     T, weights = t.T, t.weights
     if "A" in cell:
+        if not T[0, 0] > 0:
+            raise ValueError("axes: A rescales the target so that T_11 = A and needs T_11 > 0")
         T = T * (float(cell["A"]) / T[0, 0])
     if "pi_1" in cell:
         if t.K != 2:

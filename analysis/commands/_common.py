@@ -1,45 +1,280 @@
-"""Argument helpers shared by the subcommands: presets, schedules, paths."""
+"""Argument helpers shared by the subcommands: the problem (``--spec`` or a preset with
+overrides), schedules from the schedule registry, estimator options from the estimator
+registry, output paths, the cost guard."""
 
 from __future__ import annotations
 
 import argparse
-
-from derivations.spec import (AnnealingPath, ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              ProblemSpec, symmetric_bimodal)
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
 
 PRESETS = ("symmetric-bimodal",)
 
+#: Figure formats ``--plot`` accepts (matplotlib's raster and vector writers).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".ps", ".jpg", ".jpeg")
+
+
+class CommandError(ValueError):
+    """A bad command-line value: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------
+# argparse types: they reject NaN and inf at the door (the spec would too, but naming the flag)
+# ----------------------------------------------------------------------------------------
+
+def finite_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return x
+
+
+def positive_float(text: str) -> float:
+    x = finite_float(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return x
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        x = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if isinstance(x, float):
+        if not (math.isfinite(x) and x.is_integer()):
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+        x = int(x)
+    if x < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+    return x
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``1e6`` accepted)."""
+    return _integer(text, 1)
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0."""
+    return _integer(text, 0)
+
+
+# ----------------------------------------------------------------------------------------
+# the problem
+# ----------------------------------------------------------------------------------------
 
 def add_problem_arguments(p: argparse.ArgumentParser, schedule_default: str = "constant") -> None:
-    """--preset, --A, --sigma-init, --path, --sigma0-sq, --trainable-weights, schedule options."""
-    g = p.add_argument_group("problem")
-    g.add_argument("--preset", choices=PRESETS, default="symmetric-bimodal",
-                   help="problem preset (default: symmetric-bimodal)")
-    g.add_argument("--A", type=float, default=9.0, help="|mu_1|^2 of the preset (default 9)")
-    g.add_argument("--sigma-init", type=float, default=1.0,
+    """--spec, --preset and the overrides of the problem; the schedule options."""
+    from derivations.spec import SCHEDULES
+    g = p.add_argument_group("problem (--spec FILE, or a preset; the options override it)")
+    g.add_argument("--spec", default=None, metavar="FILE.json",
+                   help="problem specification in the ProblemSpec.to_json format (write one "
+                        "with `mfvi spec`); the options below override its fields")
+    g.add_argument("--preset", choices=PRESETS, default=None,
+                   help="problem preset (default symmetric-bimodal unless --spec)")
+    g.add_argument("--A", type=positive_float, default=None,
+                   help="|mu_1|^2: the preset's, or the target Gram matrix of --spec rescaled "
+                        "so that T_11 = A (default 9)")
+    g.add_argument("--Delta", type=positive_float, default=None,
+                   help="target variance Delta (default 1)")
+    g.add_argument("--s", type=positive_float, default=None,
+                   help="component variance s (default 1)")
+    g.add_argument("--sigma-init", type=positive_float, default=None,
                    help="initialisation scale: m_k(0) ~ N(0, sigma_init^2/d I) (default 1)")
-    g.add_argument("--path", choices=("tempering", "geometric"), default="tempering",
+    g.add_argument("--path", choices=("tempering", "geometric"), default=None,
                    help="annealing path (default tempering)")
-    g.add_argument("--sigma0-sq", type=float, default=1.0,
+    g.add_argument("--sigma0-sq", type=positive_float, default=None,
                    help="base variance sigma0^2 of the geometric path (default 1)")
-    g.add_argument("--trainable-weights", action="store_true", help="train the mixture weights")
+    g.add_argument("--trainable-weights", action="store_true", default=None,
+                   help="train the mixture weights")
     s = p.add_argument_group("schedule")
-    s.add_argument("--schedule", choices=("constant", "linear", "exponential"),
-                   default=schedule_default, help=f"annealing schedule (default {schedule_default})")
-    s.add_argument("--beta", type=float, default=1.0, help="beta of the constant schedule")
-    s.add_argument("--T0", type=float, default=20.0, help="initial temperature (linear, exponential)")
-    s.add_argument("--tau", type=float, default=100.0, help="time scale (linear, exponential)")
+    s.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
+                   help=f"annealing schedule (default {schedule_default}, or that of --spec)")
+    s.add_argument("--beta", type=finite_float, default=1.0,
+                   help="beta of the constant schedule (default 1)")
+    s.add_argument("--T0", type=finite_float, default=20.0,
+                   help="initial temperature (linear, exponential; default 20)")
+    s.add_argument("--tau", type=finite_float, default=100.0,
+                   help="time scale (linear, exponential; default 100)")
+    s.add_argument("--stages", default=None, metavar="T:BETA,...",
+                   help='piecewise: start time and beta of each stage, e.g. "0:0.2,10:0.5,30:1"')
+    s.add_argument("--table", default=None, metavar="FILE.csv",
+                   help="tabulated: CSV file of two columns t, beta (linear interpolation)")
+    p.set_defaults(_schedule_default=schedule_default)
 
 
-def spec_from_args(args: argparse.Namespace) -> ProblemSpec:
-    """Build the specification named by the problem and schedule arguments."""
-    if args.schedule == "constant":
-        schedule = ConstantSchedule(args.beta)
-    elif args.schedule == "linear":
-        schedule = LinearSchedule(args.T0, args.tau)
+def _stages(text: str) -> list[tuple[float, float]]:
+    out = []
+    for item in text.split(","):
+        if item.strip() == "":
+            continue
+        parts = item.split(":")
+        if len(parts) != 2:
+            raise CommandError(f"--stages: each stage is START:BETA, got {item!r}")
+        try:
+            out.append((float(parts[0]), float(parts[1])))
+        except ValueError:
+            raise CommandError(f"--stages: not numbers: {item!r}") from None
+    return out
+
+
+def schedule_from_args(args: argparse.Namespace, kind: str) -> Any:
+    """The schedule ``kind`` built from the schedule options (registry classes: each field is
+    read from the option of the same name; ``beta_value`` from --beta; the piecewise schedule
+    from --stages, the tabulated one from --table)."""
+    from derivations.spec import SCHEDULES, PiecewiseConstantSchedule, TabulatedSchedule
+    cls = SCHEDULES[kind]
+    if cls is PiecewiseConstantSchedule:
+        if not args.stages:
+            raise CommandError("--stages: the piecewise schedule needs --stages T:BETA,...")
+        return cls.from_stages(_stages(args.stages))
+    if cls is TabulatedSchedule:
+        if not args.table:
+            raise CommandError("--table: the tabulated schedule needs --table FILE.csv")
+        return cls.from_csv(args.table)
+    aliases = {"beta_value": "beta"}
+    kw = {}
+    for f in dataclasses.fields(cls):
+        v = getattr(args, aliases.get(f.name, f.name), None)
+        if v is not None:
+            kw[f.name] = v
+    return cls(**kw)
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The specification: ``--spec`` (or the preset) with the given options applied."""
+    from derivations.spec import (AnnealingPath, ProblemSpec, TargetMixture, VariationalFamily,
+                                  symmetric_bimodal)
+    if args.spec is not None and args.preset is not None:
+        raise CommandError("--preset: give --spec or --preset, not both")
+    if args.spec is not None:
+        try:
+            text = Path(args.spec).read_text()
+        except OSError as exc:
+            raise CommandError(f"--spec: cannot read {args.spec}: {exc.strerror}") from None
+        try:
+            spec = ProblemSpec.from_json(text)
+        except ValueError as exc:
+            raise CommandError(f"--spec: {args.spec}: {exc}") from None
     else:
-        schedule = ExponentialSchedule(args.T0, args.tau)
-    path = (AnnealingPath("geometric", args.sigma0_sq) if args.path == "geometric"
-            else AnnealingPath("tempering"))
-    return symmetric_bimodal(args.A, schedule, sigma_init=args.sigma_init, path=path,
-                             train_weights=args.trainable_weights)
+        spec = symmetric_bimodal(9.0 if args.A is None else args.A)
+        if args.schedule is None:
+            args.schedule = args._schedule_default
+    if args.schedule is not None:
+        spec = spec.replace(schedule=schedule_from_args(args, args.schedule))
+    t, f = spec.target, spec.family
+    if args.spec is not None and args.A is not None:
+        from analysis.phase import apply_cell
+        spec = apply_cell(spec, {"A": args.A})
+        t = spec.target
+    if args.Delta is not None:
+        spec = spec.replace(target=TargetMixture(t.gram, t.weights, args.Delta))
+    if args.s is not None or args.trainable_weights:
+        spec = spec.replace(family=VariationalFamily(
+            f.n_components, f.weights, f.variance if args.s is None else args.s,
+            bool(args.trainable_weights) or f.train_weights))
+    if args.sigma_init is not None:
+        i = spec.init
+        spec = spec.replace(init=type(i)(args.sigma_init, i.centre_gram, i.centre_overlaps))
+    if args.path is not None or args.sigma0_sq is not None:
+        kind = args.path or spec.path.kind
+        if kind == "geometric":
+            bv = args.sigma0_sq if args.sigma0_sq is not None else (spec.path.base_variance or 1.0)
+            spec = spec.replace(path=AnnealingPath("geometric", bv))
+        elif args.sigma0_sq is not None:
+            raise CommandError("--sigma0-sq: only with --path geometric")
+        else:
+            spec = spec.replace(path=AnnealingPath("tempering"))
+    return spec
+
+
+# ----------------------------------------------------------------------------------------
+# estimators, outputs, cost
+# ----------------------------------------------------------------------------------------
+
+def add_estimator_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    """--method from the estimator registry and every estimator's options as flags
+    (``--field-name``; a flag shared by several estimators is added once)."""
+    from analysis.estimators import ESTIMATORS
+    from analysis.estimators.base import _field_type
+    p.add_argument("--method", choices=tuple(ESTIMATORS), default=default,
+                   help=f"estimator (default {default}): " + "; ".join(
+                       f"{n}: {c.summary}" for n, c in ESTIMATORS.items()))
+    seen: dict[str, Any] = {}
+    for name, cls in ESTIMATORS.items():
+        g = None
+        for f in dataclasses.fields(cls.Options):
+            if f.name == "progress" or f.name in seen:
+                continue
+            if g is None:
+                g = p.add_argument_group(f"{name} options")
+            kind = _field_type(cls.Options, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            kw: dict[str, Any] = {"dest": f"opt_{f.name}", "default": None,
+                                  "help": f.metadata.get("help", "") + f" (default {f.default})"}
+            if kind is bool:
+                kw["action"] = "store_true"
+            else:
+                kw["type"] = {int: nonneg_int, float: finite_float}.get(kind, str)
+                if "choices" in f.metadata:
+                    kw["choices"] = f.metadata["choices"]
+            g.add_argument(flag, **kw)
+            seen[f.name] = flag
+
+
+def estimator_options(args: argparse.Namespace, method: str) -> dict:
+    """The estimator options given on the command line; one that the chosen estimator does not
+    have is an error naming the flag."""
+    from analysis.estimators import get_estimator
+    names = {f.name for f in dataclasses.fields(get_estimator(method).Options)}
+    opts = {}
+    for key, v in vars(args).items():
+        if key.startswith("opt_") and v is not None:
+            name = key[4:]
+            if name not in names:
+                raise CommandError(f"--{name.replace('_', '-')}: not an option of the "
+                                   f"{method} estimator")
+            opts[name] = v
+    return opts
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="run even if the estimated memory or time exceeds the limits")
+
+
+def output_file(flag: str, path: str | None, suffixes: tuple[str, ...] | None = None
+                ) -> Path | None:
+    """Check an output file path before any work: not a directory, a known suffix if
+    ``suffixes``; a missing parent directory is created (as the sweeps do)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(os.sep):
+        raise CommandError(f"{flag}: {path} is a directory; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise CommandError(f"{flag}: unknown file type {p.suffix or '(none)'!r} of {path}; "
+                           f"use one of {', '.join(suffixes)}")
+    output_dir(flag, str(p.parent) if str(p.parent) else ".")
+    return p
+
+
+def output_dir(flag: str, path: str) -> Path:
+    """Check (and create) an output directory: it must not be an existing file, nor lie
+    below one."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir():
+            raise CommandError(f"{flag}: {q} is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"{flag}: cannot create {path}: {exc.strerror}") from None
+    return p

@@ -37,11 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from derivations.model import derive
 
     if args.preset == "symmetric-bimodal" and (args.K, args.M) != (2, 2):
-        raise SystemExit("mfvi derive: --preset symmetric-bimodal needs K = M = 2")
-    try:
-        structure = ModelStructure(args.K, args.M, args.trainable_weights, args.path)
-    except ValueError as exc:
-        raise SystemExit(f"mfvi derive: {exc}") from None
+        raise ValueError("--preset: symmetric-bimodal needs K = M = 2")
+    structure = ModelStructure(args.K, args.M, args.trainable_weights, args.path)
     model = derive(structure)
     if args.format == "python":
         text = generate_source(model, args.function)

@@ -24,7 +24,12 @@ import math
 import sys
 from typing import Any
 
-from ._common import add_problem_arguments, spec_from_args
+from ._common import (PLOT_SUFFIXES, CommandError, add_force_argument,
+                      add_problem_arguments, nonneg_int, output_file, positive_int,
+                      spec_from_args)
+
+#: Most random Newton starts accepted without --force.
+MAX_STARTS = 10_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,18 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pseudo-arclength continuation in PARAM (beta, A, pi_1, w_1, s, Delta, "
                         "sigma0_sq) from START to STOP; the other parameters stay at their "
                         "values (beta from --beta)")
-    p.add_argument("--starts", type=int, default=48,
+    p.add_argument("--starts", type=nonneg_int, default=48,
                    help="number of random Newton starts (besides the structured ones; default 48)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random starts (default 0)")
     p.add_argument("--include-unrealisable", action="store_true",
                    help="also list fixed points whose joint Gram matrix is not PSD")
-    p.add_argument("--max-branches", type=int, default=24,
+    p.add_argument("--max-branches", type=positive_int, default=24,
                    help="cap on the number of branches with --continue (default 24)")
     p.add_argument("--no-switch", action="store_true",
                    help="do not follow the second branch at branch points")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="with --continue: save the bifurcation diagram to PATH (.png, .pdf)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
@@ -119,33 +125,30 @@ def run(args: argparse.Namespace) -> int:
     from solvers.continuation import ParameterMap, trace_branches
     from solvers.fixedpoints import find_fixed_points
 
-    try:
-        spec = spec_from_args(args)
-        if args.starts < 0:
-            raise ValueError(f"--starts: must be >= 0, got {args.starts}")
-        if args.max_branches < 1:
-            raise ValueError(f"--max-branches: must be >= 1, got {args.max_branches}")
-        beta = float(args.beta)
-        if not (beta > 0 and math.isfinite(beta)):
-            raise ValueError(f"--beta: must be > 0, got {args.beta}")
-        pmap = start = stop = None
-        if args.cont is not None:
-            name = args.cont[0]
-            try:
-                start, stop = float(args.cont[1]), float(args.cont[2])
-            except ValueError:
-                raise ValueError(f"--continue: START and STOP must be numbers, got "
-                                 f"{args.cont[1]!r} {args.cont[2]!r}") from None
-            pmap = ParameterMap.from_spec(spec, name, beta=beta)
-            pmap.check(start, "--continue START")
-            pmap.check(stop, "--continue STOP")
-            if start == stop:
-                raise ValueError("--continue: STOP must differ from START")
-        if args.plot is not None and args.cont is None:
-            raise ValueError("--plot: needs --continue")
-    except ValueError as exc:
-        raise SystemExit(f"mfvi fixed-points: {exc}") from None
-
+    spec = spec_from_args(args)
+    if args.starts > MAX_STARTS and not args.force:
+        raise CommandError(f"--starts: {args.starts} random starts (each a damped Newton solve "
+                           f"and a relaxation; about {args.starts * 5e-3 / 60:.3g} min at 5 ms "
+                           f"each, more with --continue), more than {MAX_STARTS}; pass --force")
+    beta = float(args.beta)
+    if not 0 < beta <= 1:
+        raise CommandError(f"--beta: must lie in (0, 1], got {args.beta}")
+    pmap = start = stop = None
+    if args.cont is not None:
+        name = args.cont[0]
+        try:
+            start, stop = float(args.cont[1]), float(args.cont[2])
+        except ValueError:
+            raise CommandError(f"--continue: START and STOP must be numbers, got "
+                               f"{args.cont[1]!r} {args.cont[2]!r}") from None
+        pmap = ParameterMap.from_spec(spec, name, beta=beta)
+        pmap.check(start, "--continue START")
+        pmap.check(stop, "--continue STOP")
+        if start == stop:
+            raise CommandError("--continue: STOP must differ from START")
+    if args.plot is not None and args.cont is None:
+        raise CommandError("--plot: needs --continue")
+    output_file("--plot", args.plot, PLOT_SUFFIXES)
     model = compile_model(spec.structure)
     theta = spec.theta()
     fps = find_fixed_points(model, beta, theta, n_random=args.starts, seed=args.seed,

@@ -23,7 +23,8 @@ import argparse
 import json
 import sys
 
-from ._common import add_problem_arguments, spec_from_args
+from ._common import (add_force_argument, add_problem_arguments, finite_float, nonneg_int,
+                      output_file, positive_float, positive_int, spec_from_args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,37 +34,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "collapse fraction with a Wilson 95% interval.")
     add_problem_arguments(p, schedule_default="exponential")
     g = p.add_argument_group("Monte Carlo")
-    g.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
-    g.add_argument("--seeds", type=int, default=100,
+    g.add_argument("--d", type=positive_int, default=1000, help="dimension (default 1000)")
+    g.add_argument("--seeds", type=positive_int, default=100,
                    help="number of independent runs (default 100)")
-    g.add_argument("--eta", type=float, default=0.02,
+    g.add_argument("--eta", type=positive_float, default=0.02,
                    help="step size; t = eta * steps (default 0.02)")
-    g.add_argument("--n", type=int, default=8,
+    g.add_argument("--n", type=positive_int, default=8,
                    help="reparameterised samples per component per step (default 8)")
     g.add_argument("--estimator", choices=("stl", "reparam"), default="stl",
                    help="gradient estimator (default stl)")
     g.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="optimiser (default sgd)")
-    g.add_argument("--t-end", type=float, default=None,
+    g.add_argument("--t-end", type=positive_float, default=None,
                    help="final time (default: schedule settled + relaxation, extended while "
                         "outcomes change)")
-    g.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    g.add_argument("--run-offset", type=int, default=0,
+    g.add_argument("--seed", type=nonneg_int, default=0, help="base seed (default 0)")
+    g.add_argument("--run-offset", type=nonneg_int, default=0,
                    help="index of the first run: runs run_offset..run_offset+seeds-1 (default 0)")
-    g.add_argument("--records", type=int, default=101,
+    g.add_argument("--records", type=positive_int, default=101,
                    help="points of the recorded time grid (default 101)")
-    g.add_argument("--weight-threshold", type=float, default=1e-3,
+    g.add_argument("--weight-threshold", type=finite_float, default=1e-3,
                    help="ignore components with weight below this in the classification")
-    g.add_argument("--beta-tol", type=float, default=1e-3,
+    g.add_argument("--beta-tol", type=finite_float, default=1e-3,
                    help="default t_end: schedule within this of its final beta (default 1e-3)")
-    g.add_argument("--relax-time", type=float, default=None,
+    g.add_argument("--relax-time", type=positive_float, default=None,
                    help="default t_end: relaxation period (default 25 Delta / (beta_final min w))")
-    g.add_argument("--threads", type=int, default=None, help="Numba threads (default: all)")
+    g.add_argument("--threads", type=positive_int, default=None, help="Numba threads (default: all)")
     g.add_argument("--compare-ode", action="store_true",
                    help="also integrate the reduced ODE from every run's initial overlaps")
     g.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     g.add_argument("--out", default=None, help="save FILE.json (summary) and FILE.npz (arrays)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_force_argument(p)
     p.set_defaults(func=run)
 
 
@@ -71,21 +73,17 @@ def run(args: argparse.Namespace) -> int:
     from analysis.montecarlo import MonteCarloConfig, ode_outcomes, simulate
     from analysis.stats import collapse_fraction, compare_proportions
 
-    try:
-        spec = spec_from_args(args)
-        config = MonteCarloConfig(
-            d=args.d, seeds=args.seeds, eta=args.eta, n=args.n, estimator=args.estimator,
-            optimizer=args.optimizer, t_end=args.t_end, seed=args.seed,
-            run_offset=args.run_offset, n_records=args.records,
-            weight_threshold=args.weight_threshold, beta_tol=args.beta_tol,
-            relax_time=args.relax_time)
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"threads: must be >= 1, got {args.threads}")
-            import numba
-            numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    except ValueError as exc:
-        raise SystemExit(f"mfvi montecarlo: {exc}") from None
+    spec = spec_from_args(args)
+    output_file("--out", args.out)
+    config = MonteCarloConfig(
+        d=args.d, seeds=args.seeds, eta=args.eta, n=args.n, estimator=args.estimator,
+        optimizer=args.optimizer, t_end=args.t_end, seed=args.seed,
+        run_offset=args.run_offset, n_records=args.records,
+        weight_threshold=args.weight_threshold, beta_tol=args.beta_tol,
+        relax_time=args.relax_time)
+    if args.threads is not None:
+        import numba
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     progress = None if not args.no_progress else False
     result = simulate(spec, config, progress=progress)
     summary = result.summary()

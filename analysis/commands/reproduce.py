@@ -30,8 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from analysis.reproduce import FIGURES, reproduce
     unknown = sorted(set(args.only or ()) - set(FIGURES))
     if unknown:
-        raise SystemExit(f"mfvi reproduce: --only: unknown figure(s) {unknown}; "
+        raise ValueError(f"--only: unknown figure(s) {unknown}; "
                          f"choose from {list(FIGURES)}")
+    from ._common import output_dir
+    output_dir("--out", args.out)
+    if args.results is not None:
+        output_dir("--results", args.results)
     made = reproduce(args.out, args.results, quick=args.quick, progress=not args.no_progress,
                      only=set(args.only) if args.only else None)
     for name, path in made.items():

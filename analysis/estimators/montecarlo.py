@@ -1,0 +1,108 @@
+r"""``montecarlo``: real VI in R^d (DESIGN.md section 3, estimator 4).
+
+SGD (or Adam) on d-dimensional means with reparameterised samples, from many seeds
+(:mod:`analysis.montecarlo`); collapse fraction with a Wilson 95% interval.  SGD noise at
+finite step size is an extra source of overlap and typically raises collapse above the
+gradient flow's value.  Runs are split into chunks (one :func:`analysis.montecarlo.simulate`
+call each, submitted to the executor if one is given); every run's random stream depends only
+on (seed, run index), so the result does not depend on the chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from derivations.spec import ProblemSpec
+
+from ..stats import proportion
+from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
+
+__all__ = ["MonteCarloEstimator", "MonteCarloOptions"]
+
+
+@dataclass(frozen=True)
+class MonteCarloOptions(EstimatorOptions):
+    eta: float = field(default=0.02, metadata={"help": "SGD step; t = eta * steps"})
+    n: int = field(default=8, metadata={"help": "samples per component per step"})
+    estimator: str = field(default="stl", metadata={
+        "help": "gradient estimator", "choices": ("stl", "reparam")})
+    optimizer: str = field(default="sgd", metadata={
+        "help": "optimiser", "choices": ("sgd", "adam")})
+    t_end: Optional[float] = field(default=None, metadata={
+        "help": "final time (default: schedule settled + relaxation, extended while outcomes "
+                "change)"})
+    weight_threshold: float = field(default=1e-3, metadata={
+        "help": "ignore components with weight below this in the classification"})
+    chunk: Optional[int] = field(default=None, metadata={
+        "help": "runs per simulate call (default: all, or draws/8 with an executor)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.eta <= 0:
+            raise ValueError(f"eta: must be > 0, got {self.eta}")
+        if self.n < 1:
+            raise ValueError(f"n: must be >= 1, got {self.n}")
+        if self.t_end is not None and self.t_end <= 0:
+            raise ValueError(f"t_end: must be > 0, got {self.t_end}")
+        if not 0 <= self.weight_threshold < 1:
+            raise ValueError(f"weight_threshold: must lie in [0, 1), got {self.weight_threshold}")
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"chunk: must be >= 1, got {self.chunk}")
+
+
+@register_estimator
+class MonteCarloEstimator(CollapseEstimator):
+    name = "montecarlo"
+    summary = "real SGD/Adam VI in R^d from many seeds"
+    Options = MonteCarloOptions
+
+    def _config(self, spec: ProblemSpec, d: int, seeds: int, seed: int, offset: int,
+                options: MonteCarloOptions, force: bool = False):
+        from ..montecarlo import MonteCarloConfig
+        kw = {k: getattr(options, k) for k in ("eta", "n", "estimator", "optimizer", "t_end",
+                                                "weight_threshold")
+              if getattr(options, k) is not None}
+        return MonteCarloConfig(d=d, seeds=seeds, seed=seed, run_offset=offset, **kw)
+
+    def cost(self, spec: ProblemSpec, d: int, draws: int, options: MonteCarloOptions) -> Cost:
+        from ..montecarlo import default_t_end
+        M = spec.family.M
+        runs = min(draws, options.chunk or draws)
+        # means, optimiser state and one step's noise, per run in a chunk
+        mem = 8.0 * runs * M * d * (3 + options.n)
+        t_end = options.t_end or default_t_end(spec)
+        steps = math.ceil(t_end / options.eta)
+        # ~1 ns per normal per core on 2 cores dominates a step (benchmarks/bench_montecarlo)
+        seconds = steps * draws * M * options.n * d * 1e-9 / 2
+        return Cost(mem, seconds, f"{draws} runs of {steps} steps in d = {d}")
+
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
+                 executor: Optional[Executor], options: MonteCarloOptions) -> CollapseResult:
+        from ..montecarlo import simulate
+        chunk = options.chunk or (draws if executor is None else max(1, math.ceil(draws / 8)))
+        offsets = list(range(0, draws, chunk))
+        if seed is None:                    # fresh entropy, recorded in the options
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        configs = [self._config(spec, d, min(chunk, draws - o), seed, o, options)
+                   for o in offsets]
+        if executor is None:
+            results = [simulate(spec, c, progress=options.progress) for c in configs]
+        else:
+            futures = [executor.submit(simulate, spec, c, progress=False) for c in configs]
+            results = [f.result() for f in futures]
+        collapsed = np.concatenate([r.collapsed for r in results])
+        mech = np.concatenate([r.mechanism for r in results])
+        prop = proportion(int(collapsed.sum()), int(collapsed.size))
+        return CollapseResult(
+            self.name, prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
+            options={**configs[0].to_dict(), "seeds": draws, "run_offset": 0,
+                     "chunk": chunk},
+            outcomes=collapsed, mechanisms=mech,
+            details={"t_end": float(results[0].t_end)},
+            notes=("SGD with finite step and samples: its noise adds overlap beyond the "
+                   "gradient flow",))
