@@ -460,8 +460,14 @@ def cache_dir() -> Path:
     """Directory of generated modules: ``$MFVI_CACHE_DIR`` or ``~/.cache/mfvi``."""
     root = os.environ.get("MFVI_CACHE_DIR")
     path = Path(root) if root else Path.home() / ".cache" / "mfvi"
+    for q in (path, *path.parents):
+        if q.exists() and not q.is_dir():
+            raise ValueError(f"MFVI_CACHE_DIR: {q} is a file, not a directory")
     path = path / "generated"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"MFVI_CACHE_DIR: cannot create {path}: {exc.strerror}") from None
     return path
 
 
