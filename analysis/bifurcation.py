@@ -28,8 +28,9 @@ or any callable ``f(Q (M, M), R (M, K), alpha (M,) | None) -> float``.  The defa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from solvers.stability import StateLayout
 
 __all__ = ["summary_values", "plot_bifurcation", "LABEL_COLOURS", "MARKERS"]
 
-Summary = Union[str, Callable[[np.ndarray, np.ndarray, Any], float]]
+Summary = str | Callable[[np.ndarray, np.ndarray, Any], float]
 
 #: Colour of each fixed-point label.
 LABEL_COLOURS = {"split": "tab:blue", "collapsed": "tab:red", "symmetric": "tab:green"}

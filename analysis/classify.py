@@ -31,8 +31,6 @@ deterministic function of (Q, R, T, w).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 __all__ = ["NONE", "MEAN_ALIGNMENT", "VANISHING_WEIGHT", "DIVERGED", "MECHANISM_NAMES",
@@ -83,7 +81,7 @@ def assign(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
     return np.argmin(dist, axis=-1)
 
 
-def classify(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: Optional[np.ndarray] = None,
+def classify(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray | None = None,
              weight_threshold: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Mode collapse and its mechanism, vectorised over leading axes.
 

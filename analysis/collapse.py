@@ -31,15 +31,23 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from derivations.spec import ProblemSpec, require_spec
 
 from .classify import MECHANISM_NAMES
-from .estimators import (ESTIMATORS, CollapseResult, critical_angles, default_ode_t_end,
-                         get_estimator, is_antipodal_pair, parse_options, separatrix_vs_d)
+from .estimators import (
+    ESTIMATORS,
+    CollapseResult,
+    critical_angles,
+    default_ode_t_end,
+    get_estimator,
+    is_antipodal_pair,
+    parse_options,
+    separatrix_vs_d,
+)
 from .estimators.ode import ODE_CHUNK
 
 __all__ = ["METHODS", "CollapseResult", "collapse_probability", "critical_angles",
@@ -63,7 +71,7 @@ def check_d(d: Any) -> int:
 
 
 def collapse_probability(spec: ProblemSpec, d: int, method: str = "ode", draws: int = 1000,
-                         seed: Optional[int] = None, executor: Optional[Executor] = None,
+                         seed: int | None = None, executor: Executor | None = None,
                          force: bool = False, **options: Any) -> CollapseResult:
     """Probability of mode collapse over the random initialisation in dimension d.
 

@@ -7,8 +7,9 @@ themselves; :mod:`analysis.reproduce` wires computations to figures.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _grid_ticks(axis: Any, values: np.ndarray) -> None:
 
 def plot_collapse_heatmap(x: np.ndarray, y: np.ndarray, p: np.ndarray, *, xlabel: str,
                           ylabel: str, title: str, overlay: Sequence[Mapping[str, float]] = (),
-                          cut_index: Optional[int] = None, cut_label: str = "",
+                          cut_index: int | None = None, cut_label: str = "",
                           logx: bool = True, logy: bool = True) -> Any:
     """Heat map of the theory's collapse probability ``p`` (len(x), len(y)) with points.
 

@@ -82,7 +82,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Union
 
 import numpy as np
 
@@ -99,7 +98,7 @@ __all__ = [
     "state_vector",
 ]
 
-RNGLike = Union[int, np.integer, np.random.Generator, np.random.SeedSequence, None]
+RNGLike = int | np.integer | np.random.Generator | np.random.SeedSequence | None
 
 _RANK_RTOL = 1e-10
 _CONSISTENCY_RTOL = 1e-7

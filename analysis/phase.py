@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def collapse_task(params: dict, seed: int) -> TaskOutput:
 def collapse_sweep(spec: ProblemSpec, axes: Mapping[str, Sequence[float]], *, d: int,
                    method: str = "separatrix", draws: int = 2000,
                    out_dir: str | os.PathLike, seed: int = 0,
-                   executor: Optional[Executor] = None, options: Optional[dict] = None,
+                   executor: Executor | None = None, options: dict | None = None,
                    progress: bool = True, name: str = "collapse") -> SweepResult:
     """Collapse probability on the grid ``axes`` (ordered mapping axis -> values).
 
@@ -130,7 +131,7 @@ def stability_task(params: dict, seed: int) -> TaskOutput:
 
 
 def stability_sweep(spec: ProblemSpec, betas: Sequence[float], As: Sequence[float], *,
-                    out_dir: str | os.PathLike, executor: Optional[Executor] = None,
+                    out_dir: str | os.PathLike, executor: Executor | None = None,
                     n_random: int = 24, progress: bool = True) -> SweepResult:
     """Stable fixed points by label on the (beta, A) grid."""
     base = {"spec": spec.to_dict(), "n_random": int(n_random)}

@@ -27,17 +27,27 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
-from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              symmetric_bimodal)
+from derivations.spec import (
+    ConstantSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+    symmetric_bimodal,
+)
 
-from .figures import (fit_power_law, plot_collapse_heatmap, plot_collapse_vs_d,
-                      plot_stability_diagram, plot_trajectories, save_figure)
+from .figures import (
+    fit_power_law,
+    plot_collapse_heatmap,
+    plot_collapse_vs_d,
+    plot_stability_diagram,
+    plot_trajectories,
+    save_figure,
+)
 
 __all__ = ["Plan", "FULL", "QUICK", "FIGURES", "reproduce"]
 
@@ -94,9 +104,9 @@ def _log(msg: str, enabled: bool) -> None:
         print(f"[mfvi reproduce] {msg}", file=sys.stderr, flush=True)
 
 
-def reproduce(out_dir: str | Path = "figures", results_dir: Optional[str | Path] = None, *,
+def reproduce(out_dir: str | Path = "figures", results_dir: str | Path | None = None, *,
               quick: bool = False, progress: bool = True,
-              only: Optional[set[str]] = None) -> dict[str, Path]:
+              only: set[str] | None = None) -> dict[str, Path]:
     """Compute the headline figures into ``out_dir``; returns {figure name: path}.
 
     ``results_dir`` (default ``out_dir/../results/reproduce[-quick]``) holds the resumable
@@ -186,8 +196,7 @@ def _vs_d(plan: Plan, out_dir: Path, progress: bool) -> Path:
 
 
 def _trajectories(plan: Plan, out_dir: Path, progress: bool) -> Path:
-    from .montecarlo import (MonteCarloConfig, cross_check, initial_means, realise_geometry,
-                             simulate)
+    from .montecarlo import MonteCarloConfig, cross_check, initial_means, realise_geometry, simulate
     spec = symmetric_bimodal(plan.A, ExponentialSchedule(5.0, 10.0))
     d = plan.traj_d
     mu, centres = realise_geometry(spec, d, seed=7)

@@ -106,12 +106,13 @@ import sys
 import time
 import traceback
 import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ _CELLS_DIR = "cells"
 _DEFINING_KEYS = ("format", "name", "task", "seed", "axes", "base")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
-AxesLike = Union[Mapping[str, Any], Sequence[tuple[str, Any]]]
+AxesLike = Mapping[str, Any] | Sequence[tuple[str, Any]]
 Task = Callable[[dict, int], "TaskOutput"]
 
 
@@ -636,7 +637,7 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
 
 def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, executor: Executor | None = None, *,
               progress: bool = True, max_in_flight: int | None = None,
-              on_error: str = "raise", verify: bool = True) -> "SweepResult":
+              on_error: str = "raise", verify: bool = True) -> SweepResult:
     """Run every cell of ``sweep`` that is not already complete in ``out_dir``.
 
     Parameters
@@ -1016,7 +1017,7 @@ class LabelledSweep:
                 "base": copy.deepcopy(self.base)}
 
     @classmethod
-    def from_result(cls, res: SweepResult) -> "LabelledSweep":
+    def from_result(cls, res: SweepResult) -> LabelledSweep:
         """Labelled arrays of a :class:`SweepResult` (from :func:`run_sweep` or
         :func:`load_sweep`)."""
         if not isinstance(res, SweepResult):

@@ -34,8 +34,7 @@ import numba  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 from analysis import _mc_kernels as K  # noqa: E402
-from analysis.montecarlo import (initial_means, realise_geometry, rng_states,  # noqa: E402
-                                 stochastic_gradient)
+from analysis.montecarlo import initial_means, realise_geometry, rng_states, stochastic_gradient  # noqa: E402
 from derivations.spec import ConstantSchedule, symmetric_bimodal  # noqa: E402
 
 

@@ -9,9 +9,21 @@ from importlib import import_module
 from typing import Any
 
 from .spec import (  # noqa: F401
-    AnnealingPath, ConstantSchedule, ExponentialSchedule, Initialisation, LinearSchedule,
-    ModelStructure, PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule, TargetMixture,
-    VariationalFamily, parameter_names, schedule_from_dict, state_names, symmetric_bimodal,
+    AnnealingPath,
+    ConstantSchedule,
+    ExponentialSchedule,
+    Initialisation,
+    LinearSchedule,
+    ModelStructure,
+    PiecewiseConstantSchedule,
+    ProblemSpec,
+    TabulatedSchedule,
+    TargetMixture,
+    VariationalFamily,
+    parameter_names,
+    schedule_from_dict,
+    state_names,
+    symmetric_bimodal,
 )
 
 _LAZY = {

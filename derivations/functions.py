@@ -27,7 +27,7 @@ the n(n+1)/2 upper-triangle covariance entries ``C_11, C_12, .., C_1n, C_22, ..,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sympy as sp
 
@@ -81,7 +81,7 @@ class GaussLSE(sp.Function):
         """(a, C) arguments: the atoms sharing them can be evaluated in one quadrature."""
         return tuple(self.args[1 + self.n:])
 
-    def with_orders(self, orders: Sequence[int]) -> "GaussLSE":
+    def with_orders(self, orders: Sequence[int]) -> GaussLSE:
         return GaussLSE(self.args[0], *[sp.Integer(o) for o in orders], *self.point)
 
     # -- calculus ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ The state is stored as the upper triangle of Q (one symbol per unordered pair), 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -120,7 +120,7 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
     return tuple(sp.Symbol(n, real=True) for n in names)
 
 
-@lru_cache(maxsize=None)
+@cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path

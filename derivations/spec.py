@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class TargetMixture:
             object.__setattr__(self, "means", tuple(tuple(float(x) for x in r) for r in means))
 
     @classmethod
-    def from_means(cls, means: Any, weights: Any, variance: float = 1.0) -> "TargetMixture":
+    def from_means(cls, means: Any, weights: Any, variance: float = 1.0) -> TargetMixture:
         """Build the target from explicit means, shape (K, D); T is their Gram matrix."""
         m = _finite_array("target.means", means, 2)
         return cls(gram=m @ m.T, weights=weights, variance=variance, means=m)
@@ -514,7 +514,7 @@ class PiecewiseConstantSchedule(ScheduleBase):
         object.__setattr__(self, "breakpoints", tb)
 
     @classmethod
-    def from_stages(cls, stages: Any) -> "PiecewiseConstantSchedule":
+    def from_stages(cls, stages: Any) -> PiecewiseConstantSchedule:
         """From ``[(t_start, beta), ...]``: each beta holds from its start time; the first
         stage must start at t = 0 (the command line's ``--stages "0:0.2,10:0.5,30:1"``)."""
         try:
@@ -563,7 +563,7 @@ class TabulatedSchedule(ScheduleBase):
         object.__setattr__(self, "betas", b)
 
     @classmethod
-    def from_csv(cls, path: Any) -> "TabulatedSchedule":
+    def from_csv(cls, path: Any) -> TabulatedSchedule:
         """From a CSV file of two columns ``t, beta`` (a header line is allowed; ``#``
         comments are skipped)."""
         import csv
@@ -789,7 +789,7 @@ class ProblemSpec:
         """``gamma(beta)`` of the annealing path (:meth:`AnnealingPath.gamma`)."""
         return self.path.gamma(beta)
 
-    def replace(self, **changes: Any) -> "ProblemSpec":
+    def replace(self, **changes: Any) -> ProblemSpec:
         """A copy with some top-level fields replaced (validated again)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d.update(changes)
@@ -813,7 +813,7 @@ class ProblemSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ProblemSpec":
+    def from_dict(cls, d: Any) -> ProblemSpec:
         """Inverse of :meth:`to_dict`; a missing section, a missing required field or an
         unknown field is a ValueError naming ``section.field``."""
         if not isinstance(d, dict):
@@ -837,7 +837,7 @@ class ProblemSpec:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "ProblemSpec":
+    def from_json(cls, text: str) -> ProblemSpec:
         return cls.from_dict(json.loads(text))
 
 
@@ -858,7 +858,7 @@ def _section(section_cls: type, name: str, d: Any) -> Any:
     return section_cls(**d)
 
 
-def require_spec(spec: Any, name: str = "spec") -> "ProblemSpec":
+def require_spec(spec: Any, name: str = "spec") -> ProblemSpec:
     """``spec`` itself if it is a :class:`ProblemSpec`, else a ValueError naming ``name``."""
     if not isinstance(spec, ProblemSpec):
         raise ValueError(f"{name}: must be a derivations.spec.ProblemSpec, "

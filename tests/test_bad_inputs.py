@@ -162,9 +162,15 @@ def test_spec_file_round_trip_and_overrides(tmp_path):
 
 def _api_cases():
     from analysis.collapse import collapse_probability as cp
-    from derivations.spec import (AnnealingPath, ExponentialSchedule, ProblemSpec,
-                                  TargetMixture, VariationalFamily, schedule_from_dict,
-                                  symmetric_bimodal)
+    from derivations.spec import (
+        AnnealingPath,
+        ExponentialSchedule,
+        ProblemSpec,
+        TargetMixture,
+        VariationalFamily,
+        schedule_from_dict,
+        symmetric_bimodal,
+    )
     sb = symmetric_bimodal(9.0)
     far = ProblemSpec(TargetMixture([[9, -9], [-9, 9]], [0.5, 0.5], variance=0.1),
                       VariationalFamily(2, variance=10.0), schedule=ExponentialSchedule(20, 100))

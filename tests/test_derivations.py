@@ -11,13 +11,19 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from derivations.codegen import compile_model
-from derivations.spec import (AnnealingPath, Initialisation, ModelStructure, ProblemSpec,
-                              TargetMixture, VariationalFamily, state_names)
+from derivations.spec import (
+    AnnealingPath,
+    Initialisation,
+    ModelStructure,
+    ProblemSpec,
+    TargetMixture,
+    VariationalFamily,
+    state_names,
+)
 
 D = 7
 

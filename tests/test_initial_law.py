@@ -11,16 +11,27 @@ freedom) must be rejected by the same checks.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from analysis.initial_law import (exact_moments, initial_alpha, initial_geometry,
-                                  sample_initial_states, sample_overlaps, sample_wishart,
-                                  state_vector)
-from derivations.spec import (Initialisation, ProblemSpec, TargetMixture, VariationalFamily,
-                              state_names, symmetric_bimodal)
+from analysis.initial_law import (
+    exact_moments,
+    initial_alpha,
+    initial_geometry,
+    sample_initial_states,
+    sample_overlaps,
+    sample_wishart,
+    state_vector,
+)
+from derivations.spec import (
+    Initialisation,
+    ProblemSpec,
+    TargetMixture,
+    VariationalFamily,
+    state_names,
+    symmetric_bimodal,
+)
 
 N = 20_000
 N_SE = 5.0

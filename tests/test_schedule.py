@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from derivations.spec import (SCHEDULE_CODES, ConstantSchedule, ExponentialSchedule,
-                              LinearSchedule, PiecewiseConstantSchedule, TabulatedSchedule)
+from derivations.spec import (
+    SCHEDULE_CODES,
+    ConstantSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+    PiecewiseConstantSchedule,
+    TabulatedSchedule,
+)
 from solvers.schedule import beta_at, schedule_end_time, schedule_kinks
 
 SCHEDULES = [

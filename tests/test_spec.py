@@ -7,11 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from derivations.spec import (AnnealingPath, ConstantSchedule, ExponentialSchedule,
-                              Initialisation, LinearSchedule, ModelStructure,
-                              PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule,
-                              TargetMixture, VariationalFamily, schedule_from_dict,
-                              symmetric_bimodal)
+from derivations.spec import (
+    AnnealingPath,
+    ConstantSchedule,
+    ExponentialSchedule,
+    Initialisation,
+    LinearSchedule,
+    ModelStructure,
+    PiecewiseConstantSchedule,
+    ProblemSpec,
+    TabulatedSchedule,
+    TargetMixture,
+    VariationalFamily,
+    schedule_from_dict,
+    symmetric_bimodal,
+)
 
 GOOD_T = [[2.0, -1.0], [-1.0, 2.0]]
 

@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.stats import (Proportion, binomial_pvalue, collapse_fraction, compare_proportions,
-                            proportion, wilson_interval)
+from analysis.stats import (
+    Proportion,
+    binomial_pvalue,
+    collapse_fraction,
+    compare_proportions,
+    proportion,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])

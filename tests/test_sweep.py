@@ -21,8 +21,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.sweep import (CELL_FORMAT, LabelledSweep, Sweep, SweepResult, TaskOutput,
-                            _example_task, cell_seed, load, load_sweep, run_sweep)
+from analysis.sweep import (
+    CELL_FORMAT,
+    LabelledSweep,
+    Sweep,
+    SweepResult,
+    TaskOutput,
+    _example_task,
+    cell_seed,
+    load,
+    load_sweep,
+    run_sweep,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -150,8 +150,13 @@ def schedule_from_args(args: argparse.Namespace, kind: str) -> Any:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The specification: ``--spec`` (or the preset) with the given options applied."""
-    from derivations.spec import (AnnealingPath, ProblemSpec, TargetMixture, VariationalFamily,
-                                  symmetric_bimodal)
+    from derivations.spec import (
+        AnnealingPath,
+        ProblemSpec,
+        TargetMixture,
+        VariationalFamily,
+        symmetric_bimodal,
+    )
     if args.spec is not None and args.preset is not None:
         raise CommandError("--preset: give --spec or --preset, not both")
     if args.spec is not None:

@@ -6,8 +6,16 @@ import argparse
 import json
 import sys
 
-from ._common import (add_estimator_arguments, add_force_argument, add_problem_arguments,
-                      estimator_options, nonneg_int, output_file, positive_int, spec_from_args)
+from ._common import (
+    add_estimator_arguments,
+    add_force_argument,
+    add_problem_arguments,
+    estimator_options,
+    nonneg_int,
+    output_file,
+    positive_int,
+    spec_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -24,9 +24,16 @@ import math
 import sys
 from typing import Any
 
-from ._common import (PLOT_SUFFIXES, CommandError, add_force_argument,
-                      add_problem_arguments, nonneg_int, output_file, positive_int,
-                      spec_from_args)
+from ._common import (
+    PLOT_SUFFIXES,
+    CommandError,
+    add_force_argument,
+    add_problem_arguments,
+    nonneg_int,
+    output_file,
+    positive_int,
+    spec_from_args,
+)
 
 #: Most random Newton starts accepted without --force.
 MAX_STARTS = 10_000

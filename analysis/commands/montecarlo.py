@@ -23,8 +23,16 @@ import argparse
 import json
 import sys
 
-from ._common import (add_force_argument, add_problem_arguments, finite_float, nonneg_int,
-                      output_file, positive_float, positive_int, spec_from_args)
+from ._common import (
+    add_force_argument,
+    add_problem_arguments,
+    finite_float,
+    nonneg_int,
+    output_file,
+    positive_float,
+    positive_int,
+    spec_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,18 @@ import argparse
 import json
 import sys
 
-from ._common import (PLOT_SUFFIXES, CommandError, add_force_argument, add_problem_arguments,
-                      estimator_options, nonneg_int, output_dir, output_file, positive_int,
-                      spec_from_args)
+from ._common import (
+    PLOT_SUFFIXES,
+    CommandError,
+    add_force_argument,
+    add_problem_arguments,
+    estimator_options,
+    nonneg_int,
+    output_dir,
+    output_file,
+    positive_int,
+    spec_from_args,
+)
 
 #: Most grid cells a sweep accepts without --force.
 MAX_CELLS = 10_000

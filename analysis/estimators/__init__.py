@@ -6,8 +6,19 @@ class's docstring.  The built-in estimators register themselves when this packag
 theory), ``montecarlo`` (real VI in R^d).
 """
 
-from .base import (ESTIMATORS, MAX_BYTES, MAX_SECONDS, CollapseEstimator, CollapseResult, Cost,
-                   CostError, EstimatorOptions, get_estimator, parse_options, register_estimator)
+from .base import (
+                   ESTIMATORS,
+                   MAX_BYTES,
+                   MAX_SECONDS,
+                   CollapseEstimator,
+                   CollapseResult,
+                   Cost,
+                   CostError,
+                   EstimatorOptions,
+                   get_estimator,
+                   parse_options,
+                   register_estimator,
+)
 from .common import default_ode_t_end, is_antipodal_pair
 from .linear import LinearEstimator
 from .montecarlo import MonteCarloEstimator

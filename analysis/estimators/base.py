@@ -18,7 +18,7 @@ import types
 import typing
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from derivations.spec import ProblemSpec
 
@@ -58,13 +58,13 @@ class CollapseResult:
     method: str
     p: float
     ci: tuple[float, float]
-    k: Optional[int]
-    n: Optional[int]
+    k: int | None
+    n: int | None
     d: int
     params: dict
     options: dict = field(default_factory=dict)
-    outcomes: Optional[Any] = field(default=None, repr=False)
-    mechanisms: Optional[Any] = field(default=None, repr=False)
+    outcomes: Any | None = field(default=None, repr=False)
+    mechanisms: Any | None = field(default=None, repr=False)
     details: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     wall_time: float = 0.0
@@ -184,10 +184,10 @@ def parse_options(options_cls: type, method: str, options: dict) -> EstimatorOpt
 
 
 #: The estimator registry: name -> estimator class (filled by :func:`register_estimator`).
-ESTIMATORS: dict[str, type["CollapseEstimator"]] = {}
+ESTIMATORS: dict[str, type[CollapseEstimator]] = {}
 
 
-def register_estimator(cls: type["CollapseEstimator"]) -> type["CollapseEstimator"]:
+def register_estimator(cls: type[CollapseEstimator]) -> type[CollapseEstimator]:
     """Class decorator: add an estimator to :data:`ESTIMATORS` under ``cls.name``."""
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
@@ -201,7 +201,7 @@ def register_estimator(cls: type["CollapseEstimator"]) -> type["CollapseEstimato
     return cls
 
 
-def get_estimator(method: Any) -> type["CollapseEstimator"]:
+def get_estimator(method: Any) -> type[CollapseEstimator]:
     if method not in ESTIMATORS:
         raise ValueError(f"method: must be one of {tuple(ESTIMATORS)}, got {method!r}")
     return ESTIMATORS[method]
@@ -247,7 +247,7 @@ class CollapseEstimator:
         """Rule 3: the up-front estimate (default: negligible)."""
         return Cost(0.0, 0.0)
 
-    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
-                 executor: Optional[Executor], options: EstimatorOptions
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                 executor: Executor | None, options: EstimatorOptions
                  ) -> CollapseResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -40,7 +39,7 @@ __all__ = ["LinearEstimator", "LinearOptions"]
 
 @dataclass(frozen=True)
 class LinearOptions(EstimatorOptions):
-    t_end: Optional[float] = field(default=None, metadata={
+    t_end: float | None = field(default=None, metadata={
         "help": "final time (default: schedule settled + 25 relaxation times)"})
     n_times: int = field(default=801, metadata={
         "help": "points of the time grid on [0, t_end] on which saturation is located"})
@@ -73,8 +72,8 @@ class LinearEstimator(CollapseEstimator):
         mem = 8.0 * options.n_times * n * n * 3 + 8.0 * draws * M * K * 3
         return Cost(mem, 1.0 + 1e-6 * draws * M * K, "tangent propagator and samples")
 
-    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
-                 executor: Optional[Executor], options: LinearOptions) -> CollapseResult:
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                 executor: Executor | None, options: LinearOptions) -> CollapseResult:
         from solvers.ensemble import pack_state, solve, state_layout
 
         model = compiled_model(spec)

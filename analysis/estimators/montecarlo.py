@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -33,12 +32,12 @@ class MonteCarloOptions(EstimatorOptions):
         "help": "gradient estimator", "choices": ("stl", "reparam")})
     optimizer: str = field(default="sgd", metadata={
         "help": "optimiser", "choices": ("sgd", "adam")})
-    t_end: Optional[float] = field(default=None, metadata={
+    t_end: float | None = field(default=None, metadata={
         "help": "final time (default: schedule settled + relaxation, extended while outcomes "
                 "change)"})
     weight_threshold: float = field(default=1e-3, metadata={
         "help": "ignore components with weight below this in the classification"})
-    chunk: Optional[int] = field(default=None, metadata={
+    chunk: int | None = field(default=None, metadata={
         "help": "runs per simulate call (default: all, or draws/8 with an executor)"})
 
     def __post_init__(self) -> None:
@@ -81,8 +80,8 @@ class MonteCarloEstimator(CollapseEstimator):
         seconds = steps * draws * M * options.n * d * 1e-9 / 2
         return Cost(mem, seconds, f"{draws} runs of {steps} steps in d = {d}")
 
-    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
-                 executor: Optional[Executor], options: MonteCarloOptions) -> CollapseResult:
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                 executor: Executor | None, options: MonteCarloOptions) -> CollapseResult:
         from ..montecarlo import simulate
         chunk = options.chunk or (draws if executor is None else max(1, math.ceil(draws / 8)))
         offsets = list(range(0, draws, chunk))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -40,7 +39,7 @@ _SECONDS_PER_DRAW = 2e-3
 
 @dataclass(frozen=True)
 class OdeOptions(EstimatorOptions):
-    t_end: Optional[float] = field(default=None, metadata={
+    t_end: float | None = field(default=None, metadata={
         "help": "final time (default: schedule settled + 25 relaxation times)"})
     rtol: float = field(default=1e-8, metadata={"help": "relative tolerance of DOPRI5"})
     atol: float = field(default=1e-10, metadata={"help": "absolute tolerance of DOPRI5"})
@@ -115,8 +114,8 @@ class OdeEstimator(CollapseEstimator):
         mem = 8.0 * draws * n_state * 2 + 8.0 * min(draws, options.chunk) * n_state * 40
         return Cost(mem, _SECONDS_PER_DRAW * draws, f"{draws} trajectories")
 
-    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
-                 executor: Optional[Executor], options: OdeOptions) -> CollapseResult:
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                 executor: Executor | None, options: OdeOptions) -> CollapseResult:
         from solvers.integrate import STATUS_SUCCESS
 
         from ..initial_law import sample_initial_states

@@ -27,9 +27,9 @@ grid), not a sampling interval.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def _antipodal_state(spec: ProblemSpec, model, u: np.ndarray, q0: float) -> np.n
     return pack_state(model, Q, R, alpha)
 
 
-def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: Optional[float] = None,
+def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: float | None = None,
                     n_coarse: int = 24, tol: float = 1e-4, rtol: float = 1e-9,
                     atol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
     """Critical angle ``theta_c(eps)`` of the antipodal two-component problem.
@@ -145,7 +145,7 @@ def _rayleigh_average(eps0: float, log_eps: np.ndarray, theta_c: np.ndarray) -> 
 
 def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade: int = 12,
                     chi_min: float = 0.02, chi_max: float = 9.0, tol: float = 1e-4,
-                    t_end: Optional[float] = None, n_coarse: int = 24
+                    t_end: float | None = None, n_coarse: int = 24
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Separatrix estimate for many dimensions from ONE table of critical angles.
 
@@ -180,7 +180,7 @@ class SeparatrixOptions(EstimatorOptions):
     tol: float = field(default=1e-4, metadata={"help": "bisection width in the angle"})
     n_coarse: int = field(default=24, metadata={
         "help": "angles of the coarse scan that checks the one-switch assumption"})
-    t_end: Optional[float] = field(default=None, metadata={
+    t_end: float | None = field(default=None, metadata={
         "help": "final time (default: schedule settled + 25 relaxation times)"})
 
     def __post_init__(self) -> None:
@@ -214,8 +214,8 @@ class SeparatrixEstimator(CollapseEstimator):
         n_traj = n_eps * (options.n_coarse + 1 + math.ceil(math.log2(0.08 / options.tol)))
         return Cost(8.0 * n_traj * 64, 2e-3 * n_traj, f"{n_traj} trajectories")
 
-    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: Optional[int],
-                 executor: Optional[Executor], options: SeparatrixOptions) -> CollapseResult:
+    def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                 executor: Executor | None, options: SeparatrixOptions) -> CollapseResult:
         p_arr, err_arr, table = separatrix_vs_d(
             spec, [d], n_eps_per_decade=options.n_eps_per_decade, chi_min=options.chi_min,
             chi_max=options.chi_max, tol=options.tol, t_end=options.t_end,
