@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    from analysis.estimators.montecarlo import MonteCarloEstimator, MonteCarloOptions
+    MonteCarloEstimator().cost(spec, args.d, args.seeds, MonteCarloOptions(
+        eta=args.eta, n=args.n, t_end=args.t_end)).check(args.force, "montecarlo")
     progress = None if not args.no_progress else False
     result = simulate(spec, config, progress=progress)
     summary = result.summary()

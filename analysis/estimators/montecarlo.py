@@ -61,7 +61,7 @@ class MonteCarloEstimator(CollapseEstimator):
     Options = MonteCarloOptions
 
     def _config(self, spec: ProblemSpec, d: int, seeds: int, seed: int, offset: int,
-                options: MonteCarloOptions, force: bool = False):
+                options: MonteCarloOptions):
         from ..montecarlo import MonteCarloConfig
         kw = {k: getattr(options, k) for k in ("eta", "n", "estimator", "optimizer", "t_end",
                                                 "weight_threshold")
@@ -78,7 +78,8 @@ class MonteCarloEstimator(CollapseEstimator):
         steps = math.ceil(t_end / options.eta)
         # ~1 ns per normal per core on 2 cores dominates a step (benchmarks/bench_montecarlo)
         seconds = steps * draws * M * options.n * d * 1e-9 / 2
-        return Cost(mem, seconds, f"{draws} runs of {steps} steps in d = {d}")
+        return Cost(mem, seconds, f"seeds = {draws} runs of n = {options.n} samples, d = {d}, "
+                                  f"t_end = {t_end:g}: {steps} steps of eta = {options.eta:g}")
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
                  executor: Executor | None, options: MonteCarloOptions) -> CollapseResult:
