@@ -113,7 +113,7 @@ def test_bad_command_line_exits_2_with_one_line(line, word, places):
 
 
 def test_cache_dir_naming_a_file_is_refused(places):
-    proc = _run("derive --format python".split(), {"MFVI_CACHE_DIR": places["file"]})
+    proc = _run("fixed-points --beta 1".split(), {"MFVI_CACHE_DIR": places["file"]})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "MFVI_CACHE_DIR" in proc.stderr
 
