@@ -88,16 +88,23 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
-from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              PiecewiseConstantSchedule, ProblemSpec, TabulatedSchedule,
-                              require_spec)
+from derivations.spec import (
+    ConstantSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+    PiecewiseConstantSchedule,
+    ProblemSpec,
+    TabulatedSchedule,
+    require_spec,
+)
 
 from . import _mc_kernels as _k
 from .classify import assign, classify, mechanism_counts
@@ -180,13 +187,13 @@ class MonteCarloConfig:
     n: int = 8
     estimator: str = "stl"
     optimizer: str = "sgd"
-    t_end: Optional[float] = None
+    t_end: float | None = None
     seed: int = 0
     run_offset: int = 0
     n_records: int = 101
     weight_threshold: float = 1e-3
     beta_tol: float = 1e-3
-    relax_time: Optional[float] = None
+    relax_time: float | None = None
     max_extensions: int = 4
     adam_b1: float = 0.9
     adam_b2: float = 0.999
@@ -267,7 +274,7 @@ class MonteCarloResult:
     extensions: int
     changed_final_window: int
     target_means: np.ndarray
-    final_means: Optional[np.ndarray]
+    final_means: np.ndarray | None
     wall_time: float
 
     @property
@@ -308,7 +315,7 @@ class MonteCarloResult:
         }
 
     def save(self, path: str | os.PathLike,
-             summary: Optional[dict] = None) -> tuple[Path, Path]:
+             summary: dict | None = None) -> tuple[Path, Path]:
         """Write ``<path>.json`` (``summary``, default :meth:`summary`) and ``<path>.npz``
         (the arrays), each atomically.  ``path`` may end in .json or .npz; returns both paths.
         """
@@ -345,7 +352,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # ----------------------------------------------------------------------------------------
 
 def realise_geometry(spec: ProblemSpec, d: int, seed: int = 0,
-                     target_means: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                     target_means: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Target means and initialisation centres as vectors in R^d.
 
     The target means get Gram matrix T and the centres the overlaps ``centre_gram`` (M, M) and
@@ -401,7 +408,7 @@ def _run_ids(seeds: int, run_offset: int) -> np.ndarray:
 
 
 def initial_means(spec: ProblemSpec, d: int, run_ids: Sequence[int], seed: int = 0,
-                  centres: Optional[np.ndarray] = None) -> np.ndarray:
+                  centres: np.ndarray | None = None) -> np.ndarray:
     """Initial means of the given runs: ``m_k(0) = c_k + (sigma_init/sqrt(d)) z_k``.
 
     Run i draws z from ``SeedSequence(seed, spawn_key=(i, 0))``.  Returns (S, M, d).
@@ -463,7 +470,7 @@ def _problem_numbers(spec: ProblemSpec, mu: np.ndarray) -> tuple:
 
 
 def stochastic_gradient(spec: ProblemSpec, m: np.ndarray, mu: np.ndarray, eps: np.ndarray,
-                        beta: float, alpha: Optional[np.ndarray] = None,
+                        beta: float, alpha: np.ndarray | None = None,
                         estimator: str = "stl") -> tuple[np.ndarray, np.ndarray]:
     """The estimator used by :func:`simulate`, from given noise.
 
@@ -538,7 +545,7 @@ def default_relax_time(spec: ProblemSpec) -> float:
 
 
 def default_t_end(spec: ProblemSpec, beta_tol: float = 1e-3,
-                  relax_time: Optional[float] = None) -> float:
+                  relax_time: float | None = None) -> float:
     """Default final time: the schedule has settled within beta_tol, plus a relaxation period.
 
     ``t_end = t_beta + t_relax`` (module docstring); :func:`simulate` additionally extends the
@@ -554,7 +561,7 @@ def default_t_end(spec: ProblemSpec, beta_tol: float = 1e-3,
 # the simulator
 # ----------------------------------------------------------------------------------------
 
-def _progress_bar(total: int, enabled: Optional[bool], desc: str):
+def _progress_bar(total: int, enabled: bool | None, desc: str):
     if enabled is None:
         try:
             enabled = bool(sys.stderr.isatty())
@@ -575,10 +582,10 @@ def _softmax(a: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: Optional[bool] = None,
-             target_means: Optional[np.ndarray] = None, m0: Optional[np.ndarray] = None,
+def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | None = None,
+             target_means: np.ndarray | None = None, m0: np.ndarray | None = None,
              keep_means: bool = False, executor: Any = None,
-             chunk_size: Optional[int] = None) -> MonteCarloResult:
+             chunk_size: int | None = None) -> MonteCarloResult:
     """Train q by SGD/Adam in R^d from ``config.seeds`` independent initialisations.
 
     Parameters
@@ -721,8 +728,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: Optional[
 
 
 def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
-                      chunk_size: Optional[int], target_means: Optional[np.ndarray],
-                      m0: Optional[np.ndarray], keep_means: bool) -> MonteCarloResult:
+                      chunk_size: int | None, target_means: np.ndarray | None,
+                      m0: np.ndarray | None, keep_means: bool) -> MonteCarloResult:
     from dataclasses import replace
 
     S = cfg.seeds
@@ -872,10 +879,10 @@ def _sample_means(P: np.ndarray, sq: np.ndarray, Q: np.ndarray, R: np.ndarray,
 
 
 def deterministic_flow(spec: ProblemSpec, m0: np.ndarray, mu: np.ndarray, t_end: float, *,
-                       t_eval: Optional[np.ndarray] = None, n_samples: int = 2 ** 14,
+                       t_eval: np.ndarray | None = None, n_samples: int = 2 ** 14,
                        dt: float = 0.02, samples: str = "subspace", seed: int = 0,
                        whiten: bool = True,
-                       alpha0: Optional[np.ndarray] = None) -> DeterministicFlow:
+                       alpha0: np.ndarray | None = None) -> DeterministicFlow:
     """Follow the d-dimensional gradient flow ``dm/dt = -grad_m F`` with a fixed sample set.
 
     Expectations under N(m_k, s I) are plain averages over one fixed set of
@@ -1000,7 +1007,7 @@ def _compiled_model(spec: ProblemSpec) -> Any:
 
 
 def _solve_reduced(spec: ProblemSpec, model: Any, Q0: np.ndarray, R0: np.ndarray,
-                   alpha0: Optional[np.ndarray], t_eval: np.ndarray, rtol: float,
+                   alpha0: np.ndarray | None, t_eval: np.ndarray, rtol: float,
                    atol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reduced ODE from (Q0, R0, alpha0) on t_eval: (Q (n_t, M, M), R (n_t, M, K), w (n_t, M))."""
     from solvers.ensemble import pack_state, solve

@@ -26,20 +26,31 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from numba import njit, prange, types
 
-from derivations.spec import ProblemSpec, state_names as _spec_state_names
+from derivations.spec import ProblemSpec
+from derivations.spec import state_names as _spec_state_names
 
 from . import integrate as _integrate_module
 from . import schedule as _schedule_module
-from .integrate import (N_INFO_F, N_INFO_I, STATUS_MESSAGES, _as_event, check_common,
-                        as_first_class, encode_schedule, integrate_core, null_jac,
-                        source_key)
+from .integrate import (
+    N_INFO_F,
+    N_INFO_I,
+    STATUS_MESSAGES,
+    _as_event,
+    as_first_class,
+    check_common,
+    encode_schedule,
+    integrate_core,
+    null_jac,
+    source_key,
+)
 from .signatures import JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
@@ -116,7 +127,7 @@ class EnsembleRun:
 
     t_eval: np.ndarray
     Z_final: np.ndarray
-    Z_traj: Optional[np.ndarray]
+    Z_traj: np.ndarray | None
     status: np.ndarray
     n_steps: np.ndarray
     n_rejected: np.ndarray
@@ -135,12 +146,12 @@ def _progress_enabled(progress: bool) -> bool:
         return False
 
 
-def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
+def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
                  jac: Any = None, schedule: Any = None, t_eval: Any = None,
                  method: str = "dopri5", rtol: float = 1e-8, atol: float = 1e-10,
-                 h: Optional[float] = None, h_max: float = math.inf,
+                 h: float | None = None, h_max: float = math.inf,
                  max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                 progress: bool = True, chunk_size: Optional[int] = None,
+                 progress: bool = True, chunk_size: int | None = None,
                  desc: str = "ensemble") -> EnsembleRun:
     """Integrate N initial conditions ``Y0`` (N, n) in parallel; Python driver of
     :func:`integrate_ensemble`.
@@ -234,12 +245,12 @@ class StateLayout:
     q_index (M, M) symmetric int array (``Q_kl`` and ``Q_lk`` share ``y[q_index[k, l]]``),
     r_index (M, K), alpha_index (M,) or None."""
 
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     M: int
     K: int
     q_index: np.ndarray
     r_index: np.ndarray
-    alpha_index: Optional[np.ndarray]
+    alpha_index: np.ndarray | None
 
     @property
     def n(self) -> int:
@@ -250,7 +261,7 @@ class StateLayout:
         return self.alpha_index is not None
 
 
-def _names_of(names_or_model: Any) -> Tuple[str, ...]:
+def _names_of(names_or_model: Any) -> tuple[str, ...]:
     names = getattr(names_or_model, "state_names", names_or_model)
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise ValueError("names: need a sequence of state names or a model with .state_names")
@@ -263,7 +274,7 @@ def state_layout(names_or_model: Any) -> StateLayout:
 
 
 @lru_cache(maxsize=64)
-def _layout_of_names(names: Tuple[str, ...]) -> StateLayout:
+def _layout_of_names(names: tuple[str, ...]) -> StateLayout:
     q, r, al = {}, {}, {}
     for i, nm in enumerate(names):
         parts = nm.split("_")
@@ -305,7 +316,7 @@ def _layout_of_names(names: Tuple[str, ...]) -> StateLayout:
 
 
 def unpack_state(names_or_model: Any, y: Any
-                 ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``y`` (..., n) -> ``(Q (..., M, M) symmetric, R (..., M, K), alpha (..., M) or None)``."""
     lay = names_or_model if isinstance(names_or_model, StateLayout) \
         else state_layout(names_or_model)
@@ -368,7 +379,7 @@ def _softmax(a: np.ndarray) -> np.ndarray:
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-def _weights(spec: ProblemSpec, alpha: Optional[np.ndarray], batch: Tuple[int, ...]) -> np.ndarray:
+def _weights(spec: ProblemSpec, alpha: np.ndarray | None, batch: tuple[int, ...]) -> np.ndarray:
     if alpha is not None:
         return _softmax(alpha)
     return np.broadcast_to(spec.family.w, batch + (spec.family.M,)).copy()
@@ -401,17 +412,17 @@ class Trajectory:
     Q: np.ndarray
     R: np.ndarray
     w: np.ndarray
-    alpha: Optional[np.ndarray]
+    alpha: np.ndarray | None
     beta: np.ndarray
-    G: Optional[np.ndarray]
+    G: np.ndarray | None
     t_final: float
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    G_final: Optional[np.ndarray]
+    G_final: np.ndarray | None
     schedule: Any
-    state_names: Tuple[str, ...]
+    state_names: tuple[str, ...]
     status: int
     message: str
     t_event: float
@@ -441,20 +452,20 @@ class EnsembleResult:
     """
 
     t: np.ndarray
-    y: Optional[np.ndarray]
-    Q: Optional[np.ndarray]
-    R: Optional[np.ndarray]
-    w: Optional[np.ndarray]
-    alpha: Optional[np.ndarray]
+    y: np.ndarray | None
+    Q: np.ndarray | None
+    R: np.ndarray | None
+    w: np.ndarray | None
+    alpha: np.ndarray | None
     beta: np.ndarray
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    alpha_final: Optional[np.ndarray]
-    G_final: Optional[np.ndarray]
+    alpha_final: np.ndarray | None
+    G_final: np.ndarray | None
     schedule: Any
-    state_names: Tuple[str, ...]
+    state_names: tuple[str, ...]
     status: np.ndarray
     t_final: np.ndarray
     t_event: np.ndarray
@@ -476,7 +487,7 @@ class EnsembleResult:
         return [STATUS_MESSAGES.get(int(s), "unknown") for s in self.status]
 
 
-def _check_model(spec: ProblemSpec, model: Any) -> Tuple[StateLayout, np.ndarray]:
+def _check_model(spec: ProblemSpec, model: Any) -> tuple[StateLayout, np.ndarray]:
     if not isinstance(spec, ProblemSpec):
         raise ValueError(f"spec: must be a ProblemSpec, got {type(spec).__name__}")
     if getattr(model, "rhs", None) is None:
@@ -526,7 +537,7 @@ def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool) -> np.
 
 def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = None, *,
           t0: float = 0.0, n_points: int = 201, method: str = "dopri5", rtol: float = 1e-8,
-          atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
+          atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
           max_steps: int = 1_000_000, event: Any = None, tangent: bool = False) -> Trajectory:
     """Integrate the reduced gradient flow of ``spec`` from ``y0`` over [t0, t_end].
 
@@ -575,9 +586,9 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
 
 def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval: Any = None,
                    *, t0: float = 0.0, method: str = "dopri5", rtol: float = 1e-8,
-                   atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
+                   atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
                    max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                   progress: bool = True, chunk_size: Optional[int] = None) -> EnsembleResult:
+                   progress: bool = True, chunk_size: int | None = None) -> EnsembleResult:
     """Integrate N initial conditions of the reduced gradient flow of ``spec`` in parallel.
 
     Parameters

@@ -73,15 +73,23 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from derivations.spec import ModelStructure
 
-from .stability import (Stability, StateLayout, evaluate_jacobian, evaluate_rhs, reduced_basis,
-                        restricted_jacobian, spectrum)
+from .stability import (
+    Stability,
+    StateLayout,
+    evaluate_jacobian,
+    evaluate_rhs,
+    reduced_basis,
+    restricted_jacobian,
+    spectrum,
+)
 
 __all__ = [
     "ModelFunctions",

@@ -81,9 +81,10 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -751,15 +752,15 @@ class Event:
     a user predicate, the compiled function ``fn``."""
 
     code: int = 0
-    params: Tuple[float, ...] = ()
+    params: tuple[float, ...] = ()
     fn: Any = None
 
     @classmethod
-    def none(cls) -> "Event":
+    def none(cls) -> Event:
         return cls(0, ())
 
     @classmethod
-    def converged(cls, tol: float = 1e-8, beta_min: float = 1.0 - 1e-12) -> "Event":
+    def converged(cls, tol: float = 1e-8, beta_min: float = 1.0 - 1e-12) -> Event:
         """Stop once beta(t) >= beta_min and ``max_i |dy_i/dt| < tol``.
 
         The default waits for beta = 1; a schedule that settles at another final value (or
@@ -776,7 +777,7 @@ class Event:
         return cls(EVENT_CODES["converged"], (tol, beta_min))
 
     @classmethod
-    def threshold(cls, c: Sequence[float], c0: float = 0.0, direction: int = 0) -> "Event":
+    def threshold(cls, c: Sequence[float], c0: float = 0.0, direction: int = 0) -> Event:
         """Stop where ``c . y - c0`` crosses zero (direction +1 upward, -1 downward, 0 both)."""
         c = np.asarray(c, dtype=float)
         if c.ndim != 1 or not np.all(np.isfinite(c)) or not math.isfinite(float(c0)):
@@ -786,7 +787,7 @@ class Event:
         return cls(EVENT_CODES["threshold"], (float(c0), float(direction), *map(float, c)))
 
     @classmethod
-    def predicate(cls, fn: Any, params: Sequence[float] = (), direction: int = 0) -> "Event":
+    def predicate(cls, fn: Any, params: Sequence[float] = (), direction: int = 0) -> Event:
         """Stop where the compiled ``fn(t, y, f, beta, params) -> float`` crosses zero.
 
         ``fn`` must be compiled for :data:`solvers.signatures.EVENT_SIG`, e.g.
@@ -804,7 +805,7 @@ class Event:
             raise ValueError("event params: must be finite")
         return cls(EVENT_CODES["predicate"], (float(direction), *map(float, p)), fn)
 
-    def encode(self, n: int) -> Tuple[int, np.ndarray]:
+    def encode(self, n: int) -> tuple[int, np.ndarray]:
         """(code, params) for the compiled core; checks the parameter count for state size n."""
         p = np.array(self.params, dtype=float)
         if self.code == 2 and p.size != n + 2:
@@ -817,7 +818,7 @@ class Event:
         return int(self.code), p
 
 
-def encode_schedule(schedule: Any) -> Tuple[int, np.ndarray]:
+def encode_schedule(schedule: Any) -> tuple[int, np.ndarray]:
     """(code, params) from a schedule object, an already-encoded pair, or None (beta = 1)."""
     if schedule is None:
         return 0, np.array([1.0])
@@ -835,7 +836,7 @@ def encode_schedule(schedule: Any) -> Tuple[int, np.ndarray]:
     return int(code), params
 
 
-def _as_event(event: Any, n: int) -> Tuple[int, np.ndarray, Any]:
+def _as_event(event: Any, n: int) -> tuple[int, np.ndarray, Any]:
     """(code, params, predicate as a first-class function) of an event argument."""
     code, params = _encode_event(event, n)
     fn = event.fn if isinstance(event, Event) and event.fn is not None else null_event
@@ -844,7 +845,7 @@ def _as_event(event: Any, n: int) -> Tuple[int, np.ndarray, Any]:
     return code, params, as_first_class(fn, EVENT_SIG)
 
 
-def _encode_event(event: Any, n: int) -> Tuple[int, np.ndarray]:
+def _encode_event(event: Any, n: int) -> tuple[int, np.ndarray]:
     if event is None:
         return 0, np.zeros(1)
     if isinstance(event, str):
@@ -876,7 +877,7 @@ class _FirstClassFunction(CompileResultWAP):
         self._numba_type_ = numba_type
 
 
-_FIRST_CLASS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FIRST_CLASS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def as_first_class(fn: Any, sig: Any) -> Any:
@@ -912,7 +913,7 @@ def _check_positive(name: str, value: float) -> float:
 
 
 def check_common(t0: float, t_end: float, t_eval: Any, method: str, rtol: float, atol: float,
-                 h: Optional[float], max_steps: int) -> Tuple[float, float, np.ndarray, int, float]:
+                 h: float | None, max_steps: int) -> tuple[float, float, np.ndarray, int, float]:
     """Validate the common integration arguments; returns (t0, t_end, t_eval, method, h0)."""
     t0 = float(t0)
     t_end = float(t_end)
@@ -967,10 +968,10 @@ class Solution:
 
     t: np.ndarray
     y: np.ndarray
-    G: Optional[np.ndarray]
+    G: np.ndarray | None
     t_final: float
     y_final: np.ndarray
-    G_final: Optional[np.ndarray]
+    G_final: np.ndarray | None
     status: int
     message: str
     t_event: float
@@ -983,10 +984,10 @@ class Solution:
         return self.status >= 0
 
 
-def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
+def integrate(rhs: Any, y0: Any, t_span: tuple[float, float], theta: Any, *,
               jac: Any = None, schedule: Any = None, t_eval: Any = None,
               method: str = "dopri5", rtol: float = 1e-8, atol: float = 1e-10,
-              h: Optional[float] = None, h_max: float = math.inf, max_steps: int = 1_000_000,
+              h: float | None = None, h_max: float = math.inf, max_steps: int = 1_000_000,
               event: Any = None, tangent: bool = False) -> Solution:
     """Integrate ``dy/dt = rhs(y, beta(t); theta)`` over ``t_span = (t0, t_end)``.
 
@@ -1049,7 +1050,7 @@ def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
                     n_rejected=int(info_i[2]), n_rhs=int(info_i[3]))
 
 
-def propagator(rhs: Any, jac: Any, y0: Any, t_span: Tuple[float, float], theta: Any,
+def propagator(rhs: Any, jac: Any, y0: Any, t_span: tuple[float, float], theta: Any,
                **kwargs: Any) -> Solution:
     """Tangent propagator ``G(t) = dy(t)/dy(t0)`` (n, n) along the trajectory from y0.
 

@@ -27,8 +27,7 @@ from scipy.optimize import brentq
 
 from derivations.codegen import compile_model
 from derivations.spec import ProblemSpec, TargetMixture, VariationalFamily, symmetric_bimodal
-from solvers.continuation import (BifurcationDiagram, ParameterMap, continue_branch,
-                                  trace_branches)
+from solvers.continuation import BifurcationDiagram, ParameterMap, continue_branch, trace_branches
 from solvers.fixedpoints import find_fixed_points
 
 A = 9.0

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from analysis.collapse import collapse_probability
-from analysis.estimators import (ESTIMATORS, CollapseEstimator, CollapseResult, Cost,
-                                 EstimatorOptions, register_estimator)
+from analysis.estimators import (
+    ESTIMATORS,
+    CollapseEstimator,
+    CollapseResult,
+    Cost,
+    EstimatorOptions,
+    register_estimator,
+)
 from analysis.stats import proportion
 from derivations.spec import symmetric_bimodal
 

@@ -12,13 +12,25 @@ import scipy.linalg
 import scipy.optimize
 from numba import njit
 
-from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              PiecewiseConstantSchedule, TabulatedSchedule)
-from solvers.integrate import (STATUS_EVENT, STATUS_MAX_STEPS, STATUS_NONFINITE,
-                               STATUS_SUCCESS, STATUS_UNDERFLOW, Event, integrate, propagator)
+from derivations.spec import (
+    ConstantSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+    PiecewiseConstantSchedule,
+    TabulatedSchedule,
+)
+from solvers.integrate import (
+    STATUS_EVENT,
+    STATUS_MAX_STEPS,
+    STATUS_NONFINITE,
+    STATUS_SUCCESS,
+    STATUS_UNDERFLOW,
+    Event,
+    integrate,
+    propagator,
+)
 from solvers.schedule import schedule_end_time, schedule_kinks
 from solvers.signatures import JAC_SIG, RHS_SIG
-
 
 # ----------------------------------------------------------------------------------------
 # hand-written compiled models
