@@ -254,7 +254,7 @@ def test_cli_continue_json(capsys, tmp_path):
 
 def test_cli_rejects_bad_continuation(capsys):
     from analysis.cli import main
-    with pytest.raises(SystemExit):
-        main(["fixed-points", "--continue", "gamma", "0", "1"])
-    with pytest.raises(SystemExit):
-        main(["fixed-points", "--continue", "beta", "0.5", "0.5"])
+    assert main(["fixed-points", "--continue", "gamma", "0", "1"]) == 2
+    assert "gamma" in capsys.readouterr().err
+    assert main(["fixed-points", "--continue", "beta", "0.5", "0.5"]) == 2
+    assert "STOP must differ" in capsys.readouterr().err
