@@ -24,8 +24,9 @@ Simulation (:func:`simulate`)
    logits ``alpha(0) = log w - mean(log w)``.
 3. Training: at every step, n reparameterised samples per component
    ``x_ki = m_k + sqrt(s) eps_ki`` and the estimator ``stl`` or ``reparam`` of
-   :mod:`analysis._mc_kernels` (both unbiased for grad F; weights through logits when
-   ``spec.family.train_weights``); optimiser SGD (``theta -= eta g``) or Adam.  beta and gamma
+   :mod:`analysis.mc_estimators` (both unbiased for grad F; weights through logits when
+   ``spec.family.train_weights``); optimiser SGD (``theta -= eta g``) or Adam
+   (:mod:`analysis.mc_optimisers`).  beta and gamma
    are evaluated from ``spec.schedule`` at the start of every step, the same schedule object as
    the theory uses.
 4. Records: Q = m m^T (M, M), R = m mu^T (M, K) and w on a time grid, computed from the
@@ -40,17 +41,29 @@ threads, the number of other runs in the batch, or ``run_offset`` used to split 
 (``seeds=10, run_offset=0`` contains exactly the runs of ``seeds=5, run_offset=5`` as its last
 five).
 
-Default end time
-----------------
-``t_end = t_beta + t_relax``: ``t_beta`` is the first time after which beta(t) stays within
-``beta_tol`` (1e-3) of its final value (``tau`` for the linear schedule,
-``tau log((T0 - 1)(1 - tol)/tol)`` for the exponential one, 0 for a constant one);
-``t_relax = 25 Delta / (beta_final min_k w_k(0))`` is 25 time constants of the attraction of a
-component by a mode (``dm_k/dt ~ -(w_k beta/Delta)(m_k - mu_a)``), 50 for the symmetric preset.
-The outcome must then be stable: if any run's classification at t_end differs from its
-classification half a relaxation period earlier, the run is extended by another t_relax, up to
-``max_extensions`` times.  The result records the rule, the extensions made and how many runs
-changed in the final window.
+Default step and end time, resource guard (:mod:`analysis.mc_config`)
+----------------------------------------------------------------------
+``eta=None`` takes ``default_eta(spec) = min(0.02, stable_step(spec) / 10)``, with
+``stable_step = 2 / (1/(4 s) + w max_beta (beta/Delta + gamma/sigma0^2))`` the gradient-descent
+stability bound on the curvature of F; an explicit SGD step above it is refused unless
+``force``.  ``t_end = t_beta + t_relax``: ``t_beta = spec.schedule.settle_time(beta_tol)``
+(beta within ``beta_tol`` = 1e-3 of its final value for good) and ``t_relax = min(25 Delta /
+(beta_final min_k w_k(0)), 1000)``, 25 time constants of the attraction of a component by a
+mode, capped so that the default stays finite as beta_final -> 0.  The outcome must then be
+stable: if any run's classification at t_end differs from its classification half a
+relaxation period earlier, the run is extended by another t_relax, up to ``max_extensions``
+times; runs that still changed are flagged ``undecided`` (JSON ``n_undecided``).  Memory and
+time are estimated before anything is allocated and refused above the toolkit's limits unless
+``force`` (:func:`analysis.mc_config.check_cost`).
+
+Module map
+----------
+:mod:`analysis.mc_config` (settings, default rules, cost guard, results and their I/O),
+:mod:`analysis.mc_estimators` (gradient estimators: registry and kernels),
+:mod:`analysis.mc_optimisers` (SGD / Adam: registry and the multi-run kernel),
+:mod:`analysis.mc_random` (the per-run Gaussian generator), and this module (geometry,
+initialisation, the simulation driver, deterministic mode, comparisons with the reduced ODE).
+Every name is re-exported here; :mod:`analysis._mc_kernels` keeps the old kernel path.
 
 Deterministic mode (:func:`deterministic_flow`) and cross-check (:func:`cross_check`)
 -------------------------------------------------------------------------------------
@@ -82,269 +95,81 @@ the time goes to the 16 million Gaussian numbers a step needs (about 3 ns each p
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from numbers import Integral, Real
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from derivations.spec import (
-    ConstantSchedule,
-    ExponentialSchedule,
-    LinearSchedule,
-    PiecewiseConstantSchedule,
-    ProblemSpec,
-    TabulatedSchedule,
-    require_spec,
-)
+from derivations.spec import ProblemSpec, require_spec
 
-from . import _mc_kernels as _k
-from .classify import assign, classify, mechanism_counts
+from . import mc_optimisers as _opt
+from .classify import assign, classify
+from .mc_config import (
+    DEFAULT_ETA,
+    MAX_RELAX_TIME,
+    MonteCarloConfig,
+    MonteCarloCost,
+    MonteCarloResult,
+    check_cost,
+    check_step,
+    default_eta,
+    default_relax_time,
+    default_t_end,
+    estimate_cost,
+    relaxation_time,
+    stable_step,
+    stl_noise_inflation,
+)
+from .mc_estimators import (
+    GRADIENT_ESTIMATORS,
+    GradientEstimator,
+    check_means,
+    gradient_estimator,
+    initial_logits,
+    problem_numbers,
+    register_gradient_estimator,
+    stochastic_gradient,
+)
+from .mc_optimisers import OPTIMISERS, Optimiser, optimiser, register_optimiser
+from .mc_random import rng_states
+from .progress import progress_bar
 from .stats import Proportion, collapse_fraction
+from .validate import positive_float as _positive_float
+from .validate import positive_int as _positive_int
+
+try:                                   # the one softmax of the toolkit (solvers layer)
+    from solvers.layout import softmax as _softmax
+except ImportError:  # pragma: no cover - older solvers package
+    from solvers.ensemble import _softmax
 
 __all__ = [
-    "ESTIMATORS", "OPTIMIZERS", "MonteCarloConfig", "MonteCarloResult", "DeterministicFlow",
+    "ESTIMATORS", "OPTIMIZERS", "GRADIENT_ESTIMATORS", "OPTIMISERS", "GradientEstimator",
+    "Optimiser", "register_gradient_estimator", "register_optimiser", "gradient_estimator",
+    "optimiser", "MonteCarloConfig", "MonteCarloResult", "MonteCarloCost", "DeterministicFlow",
     "CrossCheck", "realise_geometry", "initial_means", "initial_logits", "rng_states",
-    "stochastic_gradient", "default_t_end", "default_relax_time", "simulate",
-    "deterministic_flow", "cross_check", "ode_outcomes", "overlaps", "SAMPLE_SETS",
+    "stochastic_gradient", "default_t_end", "default_relax_time", "relaxation_time",
+    "default_eta", "stable_step", "check_step", "stl_noise_inflation", "estimate_cost",
+    "check_cost", "DEFAULT_ETA", "MAX_RELAX_TIME", "simulate", "deterministic_flow",
+    "cross_check", "ode_outcomes", "compare_with_ode", "overlaps", "SAMPLE_SETS",
 ]
 
-ESTIMATORS = ("stl", "reparam")
-OPTIMIZERS = ("sgd", "adam")
+#: The registries under their old names (``name in ESTIMATORS``, ``tuple(ESTIMATORS)`` work).
+ESTIMATORS = GRADIENT_ESTIMATORS
+OPTIMIZERS = OPTIMISERS
 
+_check_means = check_means
+_problem_numbers = problem_numbers
 
-# ----------------------------------------------------------------------------------------
-# validation helpers
-# ----------------------------------------------------------------------------------------
 
 def _pos_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return _positive_int(name, value, minimum)
 
 
 def _pos_float(name: str, value: Any, allow_zero: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise ValueError(f"{name}: must be a real number, got {value!r}")
-    x = float(value)
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: must be finite and {bound}, got {value!r}")
-    return x
-
-
-def _check_means(spec: ProblemSpec, m: Any, mu: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Component means (M, d) and target means (K, d) as contiguous float arrays."""
-    m = np.ascontiguousarray(m, dtype=float)
-    mu = np.ascontiguousarray(mu, dtype=float)
-    M, K = spec.family.M, spec.target.K
-    if m.ndim != 2 or m.shape[0] != M:
-        raise ValueError(f"{name}: must have shape ({M}, d), got {m.shape}")
-    d = m.shape[1]
-    if mu.shape != (K, d):
-        raise ValueError(f"mu: must have shape ({K}, {d}), got {mu.shape}")
-    return m, mu
-
-
-# ----------------------------------------------------------------------------------------
-# configuration and results
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class MonteCarloConfig:
-    """Settings of a d-dimensional VI Monte Carlo run (see the module docstring).
-
-    Attributes
-    ----------
-    d : dimension (>= rank of the joint Gram matrix of target means and centres).
-    seeds : number of independent runs.
-    eta : optimiser step; SGD time t = eta * steps.
-    n : reparameterised samples per component per step.
-    estimator : ``"stl"`` or ``"reparam"``.  optimizer : ``"sgd"`` or ``"adam"``.
-    t_end : final time, or None for the default rule (module docstring).
-    seed : base seed; run_offset : index of the first run (runs are
-        ``run_offset .. run_offset + seeds - 1``).
-    n_records : points of the recorded time grid (>= 2, including t = 0 and t_end).
-    weight_threshold : components with w below it are ignored in the classification.
-    beta_tol, relax_time, max_extensions : the default end-time rule (relax_time None: the
-        default ``25 Delta / (beta_final min w)``).
-    adam_b1, adam_b2, adam_eps : Adam's constants.
-    """
-
-    d: int
-    seeds: int = 100
-    eta: float = 0.02
-    n: int = 8
-    estimator: str = "stl"
-    optimizer: str = "sgd"
-    t_end: float | None = None
-    seed: int = 0
-    run_offset: int = 0
-    n_records: int = 101
-    weight_threshold: float = 1e-3
-    beta_tol: float = 1e-3
-    relax_time: float | None = None
-    max_extensions: int = 4
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "d", _pos_int("d", self.d))
-        object.__setattr__(self, "seeds", _pos_int("seeds", self.seeds))
-        object.__setattr__(self, "eta", _pos_float("eta", self.eta))
-        object.__setattr__(self, "n", _pos_int("n", self.n))
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer: must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.t_end is not None:
-            object.__setattr__(self, "t_end", _pos_float("t_end", self.t_end))
-        object.__setattr__(self, "seed", _pos_int("seed", self.seed, 0))
-        object.__setattr__(self, "run_offset", _pos_int("run_offset", self.run_offset, 0))
-        object.__setattr__(self, "n_records", _pos_int("n_records", self.n_records, 2))
-        object.__setattr__(self, "weight_threshold",
-                           _pos_float("weight_threshold", self.weight_threshold, True))
-        bt = _pos_float("beta_tol", self.beta_tol)
-        if bt >= 1:
-            raise ValueError(f"beta_tol: must lie in (0, 1), got {self.beta_tol!r}")
-        object.__setattr__(self, "beta_tol", bt)
-        if self.relax_time is not None:
-            object.__setattr__(self, "relax_time", _pos_float("relax_time", self.relax_time))
-        object.__setattr__(self, "max_extensions",
-                           _pos_int("max_extensions", self.max_extensions, 0))
-        for name in ("adam_b1", "adam_b2"):
-            v = _pos_float(name, getattr(self, name), True)
-            if v >= 1:
-                raise ValueError(f"{name}: must lie in [0, 1), got {v!r}")
-            object.__setattr__(self, name, v)
-        object.__setattr__(self, "adam_eps", _pos_float("adam_eps", self.adam_eps))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class MonteCarloResult:
-    """Outcome of :func:`simulate`.
-
-    Attributes
-    ----------
-    spec, config : the problem and the settings.
-    run_ids : (S,) int, run indices (``run_offset + arange(seeds)``).
-    t : (n_t,) recorded times (gradient-flow time), beta : (n_t,) beta(t).
-    Q : (S, n_t, M, M), R : (S, n_t, M, K), w : (S, n_t, M): statistics computed from the
-        d-dimensional vectors at the recorded times (NaN after a run diverged).
-    collapsed : (S,) bool; mechanism : (S,) int8 codes of :mod:`analysis.classify`;
-    assignment : (S, M) nearest mode of every component at t_end.
-    fraction : :class:`analysis.stats.Proportion` of collapsed runs among the finite ones.
-    steps : optimiser steps taken; t_end : final time (= eta * steps).
-    t_end_rule : how t_end was chosen; extensions : stability extensions made;
-    changed_final_window : runs whose classification changed in the final window
-        (the last half relaxation period).
-    target_means : (K, d); final_means : (S, M, d) or None (``keep_means``).
-    wall_time : seconds spent stepping.
-    """
-
-    spec: ProblemSpec
-    config: MonteCarloConfig
-    run_ids: np.ndarray
-    t: np.ndarray
-    beta: np.ndarray
-    Q: np.ndarray
-    R: np.ndarray
-    w: np.ndarray
-    collapsed: np.ndarray
-    mechanism: np.ndarray
-    assignment: np.ndarray
-    fraction: Proportion
-    steps: int
-    t_end: float
-    t_end_rule: str
-    extensions: int
-    changed_final_window: int
-    target_means: np.ndarray
-    final_means: np.ndarray | None
-    wall_time: float
-
-    @property
-    def n_diverged(self) -> int:
-        return int(np.count_nonzero(self.mechanism == 3))
-
-    @property
-    def Q0(self) -> np.ndarray:
-        """(S, M, M) initial Q (from the d-dimensional initial means)."""
-        return self.Q[:, 0]
-
-    @property
-    def R0(self) -> np.ndarray:
-        """(S, M, K) initial R."""
-        return self.R[:, 0]
-
-    def summary(self) -> dict:
-        """JSON-ready summary: p, ci, k, n, d, params (the full specification), and more."""
-        import numba
-        import scipy
-
-        steps_per_s = self.steps / self.wall_time if self.wall_time > 0 else None
-        return {
-            "p": self.fraction.p, "ci": list(self.fraction.ci), "k": self.fraction.k,
-            "n": self.fraction.n, "d": self.config.d,
-            "confidence": self.fraction.confidence,
-            "params": self.spec.to_dict(),
-            "simulation": self.config.to_dict(),
-            "mechanisms": mechanism_counts(self.mechanism),
-            "n_runs": int(self.run_ids.size), "n_diverged": self.n_diverged,
-            "run_ids": [int(self.run_ids[0]), int(self.run_ids[-1])],
-            "t_end": self.t_end, "steps": self.steps, "t_end_rule": self.t_end_rule,
-            "extensions": self.extensions, "changed_final_window": self.changed_final_window,
-            "wall_time": self.wall_time, "steps_per_second": steps_per_s,
-            "threads": int(numba.get_num_threads()),
-            "versions": {"numpy": np.__version__, "scipy": scipy.__version__,
-                         "numba": numba.__version__, "python": sys.version.split()[0]},
-        }
-
-    def save(self, path: str | os.PathLike,
-             summary: dict | None = None) -> tuple[Path, Path]:
-        """Write ``<path>.json`` (``summary``, default :meth:`summary`) and ``<path>.npz``
-        (the arrays), each atomically.  ``path`` may end in .json or .npz; returns both paths.
-        """
-        p = Path(path)
-        if p.suffix in (".json", ".npz"):
-            p = p.with_suffix("")
-        # append (not replace) the suffixes: "run_eta0.02" must not become "run_eta0.json"
-        jpath, npath = p.parent / (p.name + ".json"), p.parent / (p.name + ".npz")
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        arrays = dict(run_ids=self.run_ids, t=self.t, beta=self.beta, Q=self.Q, R=self.R,
-                      w=self.w, collapsed=self.collapsed, mechanism=self.mechanism,
-                      assignment=self.assignment, target_means=self.target_means)
-        if self.final_means is not None:
-            arrays["final_means"] = self.final_means
-        fd, tmp = tempfile.mkstemp(dir=npath.parent, suffix=".npz.tmp")
-        os.close(fd)
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, npath)
-        summary = self.summary() if summary is None else summary
-        _atomic_write_text(jpath, json.dumps(summary, indent=2) + "\n")
-        return jpath, npath
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    return _positive_float(name, value, allow_zero)
 
 
 # ----------------------------------------------------------------------------------------
@@ -428,26 +253,6 @@ def initial_means(spec: ProblemSpec, d: int, run_ids: Sequence[int], seed: int =
     return out
 
 
-def initial_logits(spec: ProblemSpec) -> np.ndarray:
-    """``alpha(0) = log w - mean(log w)`` (M,), the convention of the reduced state."""
-    lw = np.log(require_spec(spec).family.w)
-    return lw - lw.mean()
-
-
-def rng_states(seed: int, run_ids: Sequence[int]) -> np.ndarray:
-    """Generator states (S, 2, LANES) uint64 of the runs, from ``SeedSequence(seed, (i, 1))``."""
-    ids = np.asarray(run_ids, dtype=np.int64).ravel()
-    L = _k.LANES
-    st = np.empty((ids.size, 2, L), dtype=np.uint64)
-    for j, i in enumerate(ids):
-        s = np.random.SeedSequence(seed, spawn_key=(int(i), 1)).generate_state(2 * L, np.uint64)
-        s = s.reshape(2, L)
-        zero = (s[0] == 0) & (s[1] == 0)          # xoroshiro's forbidden all-zero state
-        s[0, zero] = 1
-        st[j] = s
-    return st
-
-
 def overlaps(m: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``Q = m m^T`` (..., M, M) and ``R = m mu^T`` (..., M, K) from m (..., M, d), mu (K, d)."""
     m = np.asarray(m, dtype=float)
@@ -457,129 +262,38 @@ def overlaps(m: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------
-# the estimator, exposed for tests and users
-# ----------------------------------------------------------------------------------------
-
-def _problem_numbers(spec: ProblemSpec, mu: np.ndarray) -> tuple:
-    tdiag = np.einsum("ad,ad->a", mu, mu)
-    logpi = np.log(spec.target.pi)
-    s = float(spec.family.variance)
-    delta = float(spec.target.variance)
-    s0 = float(spec.path.base_variance) if spec.path.kind == "geometric" else 1.0
-    return tdiag, logpi, s, delta, s0
-
-
-def stochastic_gradient(spec: ProblemSpec, m: np.ndarray, mu: np.ndarray, eps: np.ndarray,
-                        beta: float, alpha: np.ndarray | None = None,
-                        estimator: str = "stl") -> tuple[np.ndarray, np.ndarray]:
-    """The estimator used by :func:`simulate`, from given noise.
-
-    Parameters
-    ----------
-    m : (M, d) means; mu : (K, d) target means; alpha : (M,) logits (default from spec).
-    eps : (M, n, d) standard-normal noise, ``x_ki = m_k + sqrt(s) eps_ki``.
-    beta : inverse temperature (gamma from ``spec.path``).
-
-    Returns
-    -------
-    g : (M, d) estimate of ``grad_m F`` (so dm/dt = -g), galpha : (M,) estimate of
-    ``dF/dalpha`` (zeros when the weights are fixed).
-    """
-    spec = require_spec(spec)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator: must be one of {ESTIMATORS}, got {estimator!r}")
-    m, mu = _check_means(spec, m, mu, "m")
-    M, K, d = spec.family.M, spec.target.K, m.shape[1]
-    eps = np.asarray(eps, dtype=float)
-    if eps.ndim != 3 or eps.shape[0] != M or eps.shape[2] != d or eps.shape[1] < 1:
-        raise ValueError(f"eps: must have shape ({M}, n, {d}), got {eps.shape}")
-    n = eps.shape[1]
-    a = initial_logits(spec) if alpha is None else np.ascontiguousarray(alpha, dtype=float)
-    tdiag, logpi, s, delta, s0 = _problem_numbers(spec, mu)
-    beta = float(beta)
-    gamma = float(spec.gamma(beta))
-    g = np.empty((M, d))
-    galpha = np.empty(M)
-    reparam = estimator == "reparam"
-    _k.grad_from_noise(m, a, mu, tdiag, logpi, beta, gamma, s, delta, s0,
-                       np.ascontiguousarray(eps.reshape(M * n, d)), n, reparam,
-                       spec.family.train_weights, g, galpha, np.empty((M, M)), np.empty((M, K)),
-                       np.empty((M, d)), np.empty((M, M, d if reparam else 1)),
-                       np.empty((M, M)), np.empty((M, K)), np.empty(M),
-                       np.empty((_k.WORK_ROWS, M + K)), np.empty((M + K, d)))
-    return g, galpha
-
-
-# ----------------------------------------------------------------------------------------
-# the default end time
-# ----------------------------------------------------------------------------------------
-
-def _schedule_settle_time(schedule: Any, beta_tol: float) -> float:
-    """First time after which beta(t) stays within beta_tol of its final value."""
-    if isinstance(schedule, ConstantSchedule):
-        return 0.0
-    if isinstance(schedule, ExponentialSchedule):
-        return schedule.time_to_reach(beta_tol)
-    if isinstance(schedule, LinearSchedule):
-        b0 = 1.0 / schedule.T0
-        return max(0.0, schedule.tau * (1.0 - beta_tol / (1.0 - b0))) if b0 < 1 else 0.0
-    if isinstance(schedule, PiecewiseConstantSchedule):
-        bf = schedule.betas[-1]
-        i = len(schedule.betas) - 1
-        while i > 0 and abs(schedule.betas[i - 1] - bf) <= beta_tol:
-            i -= 1
-        return 0.0 if i == 0 else float(schedule.breakpoints[i - 1])
-    if isinstance(schedule, TabulatedSchedule):
-        bf = schedule.betas[-1]
-        i = len(schedule.betas) - 1
-        while i > 0 and abs(schedule.betas[i - 1] - bf) <= beta_tol:
-            i -= 1
-        return float(schedule.times[i])
-    raise ValueError(f"schedule: unsupported type {type(schedule).__name__}")
-
-
-def default_relax_time(spec: ProblemSpec) -> float:
-    """``25 Delta / (beta_final min_k w_k(0))``: 25 time constants of the mode attraction."""
-    spec = require_spec(spec)
-    return 25.0 * spec.target.variance / (spec.schedule.beta_final * float(np.min(spec.family.w)))
-
-
-def default_t_end(spec: ProblemSpec, beta_tol: float = 1e-3,
-                  relax_time: float | None = None) -> float:
-    """Default final time: the schedule has settled within beta_tol, plus a relaxation period.
-
-    ``t_end = t_beta + t_relax`` (module docstring); :func:`simulate` additionally extends the
-    run while classifications still change in the final half relaxation period.
-    """
-    spec = require_spec(spec)
-    tb = _schedule_settle_time(spec.schedule, _pos_float("beta_tol", beta_tol))
-    tr = default_relax_time(spec) if relax_time is None else _pos_float("relax_time", relax_time)
-    return tb + tr
-
-
-# ----------------------------------------------------------------------------------------
 # the simulator
 # ----------------------------------------------------------------------------------------
 
-def _progress_bar(total: int, enabled: bool | None, desc: str):
-    if enabled is None:
-        try:
-            enabled = bool(sys.stderr.isatty())
-        except (AttributeError, ValueError):
-            enabled = False
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, leave=False,
-                dynamic_ncols=True)
+def _default_rule(spec: ProblemSpec, cfg: MonteCarloConfig, relax: float) -> tuple[float, str]:
+    """(t_end, rule text) of the default end time."""
+    t_end = default_t_end(spec, cfg.beta_tol, relax)
+    rule = (f"default: schedule within beta_tol={cfg.beta_tol:g} of its final beta at "
+            f"t={t_end - relax:.6g}, plus relax_time={relax:.6g}")
+    return t_end, rule
 
 
-def _softmax(a: np.ndarray) -> np.ndarray:
-    z = np.exp(a - np.max(a, axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
+def _notes(spec: ProblemSpec, cfg: MonteCarloConfig, relax: float, t_end: float,
+           n_undecided: int, extended: bool) -> tuple[str, ...]:
+    notes = []
+    if cfg.relax_time is None and relax < 25.0 * relaxation_time(spec) * (1 - 1e-12):
+        notes.append(f"relax_time capped at MAX_RELAX_TIME = {MAX_RELAX_TIME:g}, "
+                     f"{relax / relaxation_time(spec):.3g} relaxation times "
+                     f"Delta/(beta_final min w) = {relaxation_time(spec):.4g} instead of 25")
+    if n_undecided:
+        notes.append(f"{n_undecided} run(s) undecided: their classification changed in the "
+                     f"final window{' after the last extension' if extended else ''} "
+                     f"(counted as classified at t_end; see undecided / n_undecided)")
+    if gradient_estimator(cfg.estimator).name == "stl" and optimiser(cfg.optimizer).name == "sgd":
+        infl = stl_noise_inflation(spec, cfg.d, cfg.eta, cfg.n, t_end)
+        s = float(spec.family.variance)
+        if infl > 12.0 * s:
+            notes.append(f"stl noise: at t_end SGD has inflated |m_k|^2 out of span by about "
+                         f"{infl:.3g} (> 12 s = {12 * s:g}), so the components stop "
+                         f"overlapping and the entropy's repulsion is lost; collapse can "
+                         f"exceed the gradient flow's "
+                         f"(estimator='reparam' or a smaller eta avoids it)")
+    return tuple(notes)
 
 
 def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | None = None,
@@ -591,7 +305,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     Parameters
     ----------
     spec : the problem (target, family, path, schedule, initialisation law).
-    config : :class:`MonteCarloConfig`.
+    config : :class:`MonteCarloConfig` (``eta=None``: :func:`default_eta`; an SGD step above
+        :func:`stable_step` is refused unless ``config.force``).
     progress : tqdm bar on stderr (None: only if stderr is a terminal).
     target_means : optional (K, d) target means (else :func:`realise_geometry`).
     m0 : optional (S, M, d) initial means overriding the initialisation law.
@@ -602,46 +317,52 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
         with the same t_end; with the default end time the chunks use
         :func:`default_t_end` without extensions (the extension rule needs all runs at once).
 
+    Before anything is allocated the memory and time are estimated (:func:`check_cost`): above
+    the toolkit's limits a ValueError names the parameter, the estimate and the limit, unless
+    ``config.force``.
+
     Returns
     -------
-    :class:`MonteCarloResult`.  Time is the gradient-flow time t = eta * steps.
+    :class:`MonteCarloResult`.  Time is the gradient-flow time t = eta * steps.  Runs whose
+    classification still changed in the final window are flagged ``undecided``.
     """
     spec = require_spec(spec)
     if not isinstance(config, MonteCarloConfig):
         raise ValueError(f"config: must be a MonteCarloConfig, got {type(config).__name__}")
+    cfg = config.resolved(spec)
     if executor is not None:
-        return _simulate_chunked(spec, config, executor, chunk_size, target_means, m0,
+        return _simulate_chunked(spec, cfg, executor, chunk_size, target_means, m0,
                                  keep_means)
-    cfg = config
+    check_cost(spec, cfg, keep_means)
     d, S, M, K = cfg.d, cfg.seeds, spec.family.M, spec.target.K
+    est = gradient_estimator(cfg.estimator)
+    opt = optimiser(cfg.optimizer)
     ids = _run_ids(S, cfg.run_offset)
+    if m0 is not None:
+        m0 = np.asarray(m0, dtype=float)
+        if m0.shape != (S, M, d):
+            raise ValueError(f"m0: must have shape ({S}, {M}, {d}), got {m0.shape}")
     mu, centres = realise_geometry(spec, d, cfg.seed, target_means)
     if m0 is None:
         m = initial_means(spec, d, ids, cfg.seed, centres)
     else:
         m = np.array(m0, dtype=float)
-        if m.shape != (S, M, d):
-            raise ValueError(f"m0: must have shape ({S}, {M}, {d}), got {m.shape}")
     m = np.ascontiguousarray(m)
     alpha = np.ascontiguousarray(np.broadcast_to(initial_logits(spec), (S, M)).copy())
-    adam = cfg.optimizer == "adam"
-    mom_shape = (S, M, d) if adam else (S, 1, 1)
+    mom_shape = (S, M, d) if opt.moments else (S, 1, 1)
     mom1, mom2 = np.zeros(mom_shape), np.zeros(mom_shape)
     amom1, amom2 = np.zeros((S, M)), np.zeros((S, M))
     state = rng_states(cfg.seed, ids)
     active = np.ones(S, dtype=bool)
-    tdiag, logpi, s, delta, s0 = _problem_numbers(spec, mu)
-    reparam = cfg.estimator == "reparam"
+    tdiag, logpi, s, delta, s0 = problem_numbers(spec, mu)
     train_w = spec.family.train_weights
     T = spec.target.T
 
     relax = default_relax_time(spec) if cfg.relax_time is None else cfg.relax_time
     if cfg.t_end is None:
-        t_end = default_t_end(spec, cfg.beta_tol, relax)
-        rule = (f"default: schedule within beta_tol={cfg.beta_tol:g} of its final beta at "
-                f"t={t_end - relax:.6g}, plus relax_time={relax:.6g}; extended by relax_time "
-                f"while any classification changed in the last relax_time/2 "
-                f"(at most {cfg.max_extensions} times)")
+        t_end, rule = _default_rule(spec, cfg, relax)
+        rule += (f"; extended by relax_time while any classification changed in the last "
+                 f"relax_time/2 (at most {cfg.max_extensions} times)")
         max_ext = cfg.max_extensions
     else:
         t_end = cfg.t_end
@@ -655,11 +376,11 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     Q0, R0 = overlaps(m, mu)
     rec_steps = [0]
     rec_Q, rec_R, rec_a = [Q0], [R0], [alpha.copy()]
-    bar = _progress_bar(total, progress, f"mfvi montecarlo d={d} S={S}")
+    bar = progress_bar(total, f"mfvi montecarlo d={d} S={S}", "step", progress)
     step = 0
     extensions = 0
     wall = 0.0
-    changed = 0
+    undecided = np.zeros(S, dtype=bool)
     try:
         while True:
             while step < total:
@@ -670,9 +391,10 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
                 gammas = np.ascontiguousarray(np.broadcast_to(spec.gamma(betas), (nb,)),
                                               dtype=float)
                 t0 = time.perf_counter()
-                _k.sgd_block(m, alpha, mom1, mom2, amom1, amom2, state, active, mu, tdiag,
-                             logpi, betas, gammas, step, cfg.eta, cfg.n, s, delta, s0, reparam,
-                             train_w, adam, cfg.adam_b1, cfg.adam_b2, cfg.adam_eps, Qo, Ro)
+                _opt.sgd_block(m, alpha, mom1, mom2, amom1, amom2, state, active, mu, tdiag,
+                               logpi, betas, gammas, step, cfg.eta, cfg.n, s, delta, s0,
+                               est.code, train_w, opt.code, cfg.adam_b1, cfg.adam_b2,
+                               cfg.adam_eps, Qo, Ro)
                 wall += time.perf_counter() - t0
                 step += nb
                 if step % rec_every == 0 or step == total:
@@ -682,10 +404,11 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
                     rec_a.append(alpha.copy())
                 if bar is not None:
                     bar.update(nb)
-            # stability of the outcome over the final window
-            # the latest record at least half a relaxation period before the end
+            # stability of the outcome over the final window: the latest record at least
+            # half a relaxation period (half the run, if shorter) before the end
             steps_arr = np.array(rec_steps)
-            back = int(np.searchsorted(steps_arr, step - ext_steps / 2.0, side="right")) - 1
+            window = 0.5 * min(ext_steps, step)
+            back = int(np.searchsorted(steps_arr, step - window, side="right")) - 1
             back = min(max(back, 0), len(rec_steps) - 2)
             wf = _softmax(rec_a[-1]) if train_w else None
             wb = _softmax(rec_a[back]) if train_w else None
@@ -693,9 +416,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
             cb, mb = classify(rec_Q[back], rec_R[back], T, wb, cfg.weight_threshold)
             af = assign(np.nan_to_num(rec_Q[-1]), np.nan_to_num(rec_R[-1]), T)
             ab = assign(np.nan_to_num(rec_Q[back]), np.nan_to_num(rec_R[back]), T)
-            fin = mf != 3
-            changed = int(np.count_nonzero(fin & ((cf != cb) | np.any(af != ab, axis=-1))))
-            if changed == 0 or extensions >= max_ext:
+            undecided = (mf != 3) & ((cf != cb) | np.any(af != ab, axis=-1))
+            if not undecided.any() or extensions >= max_ext:
                 break
             extensions += 1
             total += ext_steps
@@ -718,34 +440,39 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
         frac = collapse_fraction(collapsed, valid=valid)
     else:
         frac = Proportion(k=0, n=0, p=float("nan"), ci=(float("nan"), float("nan")))
+    n_und = int(np.count_nonzero(undecided))
     return MonteCarloResult(
         spec=spec, config=cfg, run_ids=ids, t=t,
         beta=np.asarray(np.broadcast_to(spec.schedule.beta(t), t.shape), dtype=float),
         Q=Qs, R=Rs, w=w, collapsed=collapsed, mechanism=mech, assignment=asg, fraction=frac,
         steps=step, t_end=cfg.eta * step, t_end_rule=rule, extensions=extensions,
-        changed_final_window=changed, target_means=mu,
-        final_means=m.copy() if keep_means else None, wall_time=wall)
+        changed_final_window=n_und, target_means=mu,
+        final_means=m.copy() if keep_means else None, wall_time=wall, undecided=undecided,
+        notes=_notes(spec, cfg, relax, cfg.eta * step, n_und,
+                     max_ext > 0 and extensions == max_ext))
 
 
 def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
                       chunk_size: int | None, target_means: np.ndarray | None,
                       m0: np.ndarray | None, keep_means: bool) -> MonteCarloResult:
-    from dataclasses import replace
-
     S = cfg.seeds
     size = max(1, S // 8) if chunk_size is None else _pos_int("chunk_size", chunk_size)
-    mu, _ = realise_geometry(spec, cfg.d, cfg.seed, target_means)
     t_end = cfg.t_end
     rule_note = "given"
+    relax = default_relax_time(spec) if cfg.relax_time is None else cfg.relax_time
     if t_end is None:
-        t_end = default_t_end(spec, cfg.beta_tol, cfg.relax_time)
-        rule_note = (f"default without extensions (chunked over an executor): schedule within "
-                     f"beta_tol={cfg.beta_tol:g} of its final beta, plus the relaxation period")
+        t_end, rule_note = _default_rule(spec, cfg, relax)
+        rule_note = rule_note.replace("default:", "default without extensions (chunked over "
+                                                  "an executor):")
+    # the whole request's time, one chunk's memory (per worker)
+    check_cost(spec, replace(cfg, t_end=t_end), keep_means, runs=min(size, S))
+    mu, _ = realise_geometry(spec, cfg.d, cfg.seed, target_means)
     start = time.perf_counter()
     futures = []
     for off in range(0, S, size):
         n_here = min(size, S - off)
-        sub = replace(cfg, seeds=n_here, run_offset=cfg.run_offset + off, t_end=t_end)
+        sub = replace(cfg, seeds=n_here, run_offset=cfg.run_offset + off, t_end=t_end,
+                      force=True)              # checked above, as a whole
         m_here = None if m0 is None else np.asarray(m0)[off:off + n_here]
         futures.append(executor.submit(simulate, spec, sub, progress=False, target_means=mu,
                                        m0=m_here, keep_means=keep_means))
@@ -756,14 +483,16 @@ def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
     frac = collapse_fraction(collapsed, valid=valid) if np.any(valid) else \
         Proportion(k=0, n=0, p=float("nan"), ci=(float("nan"), float("nan")))
     first = parts[0]
+    undecided = cat("undecided")
+    n_und = int(np.count_nonzero(undecided))
     return MonteCarloResult(
         spec=spec, config=cfg, run_ids=cat("run_ids"), t=first.t, beta=first.beta,
         Q=cat("Q"), R=cat("R"), w=cat("w"), collapsed=collapsed, mechanism=mech,
         assignment=cat("assignment"), fraction=frac, steps=first.steps, t_end=first.t_end,
-        t_end_rule=rule_note, extensions=0,
-        changed_final_window=int(sum(p.changed_final_window for p in parts)),
+        t_end_rule=rule_note, extensions=0, changed_final_window=n_und,
         target_means=mu, final_means=cat("final_means") if keep_means else None,
-        wall_time=time.perf_counter() - start)
+        wall_time=time.perf_counter() - start, undecided=undecided,
+        notes=_notes(spec, cfg, relax, first.t_end, n_und, False))
 
 
 # ----------------------------------------------------------------------------------------
@@ -1065,3 +794,39 @@ def ode_outcomes(spec: ProblemSpec, Q0: np.ndarray, R0: np.ndarray, t_end: float
     Y0 = pack_state(model, 0.5 * (Q0 + np.swapaxes(Q0, -1, -2)), R0, alpha0)
     res = solve_ensemble(spec, model, Y0, float(t_end), rtol=rtol, atol=atol, progress=progress)
     return classify(res.Q_final, res.R_final, spec.target.T, res.w_final, weight_threshold)
+
+
+def compare_with_ode(spec: ProblemSpec, config: MonteCarloConfig, result: MonteCarloResult, *,
+                     model: Any = None, progress: bool = False) -> dict:
+    """The gradient flow from the very runs' starting points, next to their SGD outcome.
+
+    The reduced ODE is integrated from every run's initial (Q(0), R(0)) (``result.Q0``,
+    ``result.R0``) to ``result.t_end`` and classified with ``config.weight_threshold``
+    (:func:`ode_outcomes`); runs that diverged under SGD are left out of both fractions.
+    Returns the JSON-ready dict that ``mfvi montecarlo --compare-ode`` reports under ``"ode"``:
+    ``p``, ``ci`` (Wilson 95%), ``k``, ``n`` of the ODE outcomes; ``comparison`` (the
+    two-proportion test of SGD against ODE, :func:`analysis.stats.compare_proportions`,
+    ``to_dict()``); ``agreement`` (fraction of runs with the same outcome, None if no run
+    is finite); ``note``.
+    """
+    from .stats import compare_proportions
+
+    spec = require_spec(spec)
+    if not isinstance(result, MonteCarloResult):
+        raise ValueError(f"result: must be a MonteCarloResult, got {type(result).__name__}")
+    if not isinstance(config, MonteCarloConfig):
+        raise ValueError(f"config: must be a MonteCarloConfig, got {type(config).__name__}")
+    collapsed, _ = ode_outcomes(spec, result.Q0, result.R0, result.t_end,
+                                weight_threshold=config.weight_threshold, model=model,
+                                progress=progress)
+    valid = result.mechanism != 3
+    ode = collapse_fraction(collapsed, valid=valid)
+    cmp = compare_proportions(result.fraction.k, result.fraction.n, ode.k, ode.n)
+    return {
+        "p": ode.p, "ci": list(ode.ci), "k": ode.k, "n": ode.n,
+        "comparison": cmp.to_dict(),
+        "agreement": float((result.collapsed[valid] == collapsed[valid]).mean())
+        if valid.any() else None,
+        "note": "reduced ODE (gradient flow) from the same initial (Q(0), R(0)) as the "
+                "d-dimensional runs, integrated to the same t_end",
+    }

@@ -488,7 +488,11 @@ def test_options_run(estimator, optimizer, train):
 
 def test_divergence_is_reported():
     spec = symmetric_bimodal(9.0, ConstantSchedule(1.0))
-    res = simulate(spec, _small(eta=50.0, t_end=50.0 * 400), progress=False)
+    # a step far above the stability bound is refused unless forced ...
+    with pytest.raises(ValueError, match="eta"):
+        simulate(spec, _small(eta=50.0, t_end=50.0 * 400), progress=False)
+    # ... and, forced, diverges: every run is reported as diverged, none counted
+    res = simulate(spec, _small(eta=50.0, t_end=50.0 * 400, force=True), progress=False)
     assert res.n_diverged == 6 and res.fraction.n == 0
 
 
