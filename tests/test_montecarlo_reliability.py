@@ -25,14 +25,34 @@ import pytest
 from scipy import integrate
 
 from analysis.classify import assign, classify
-from analysis.montecarlo import (ESTIMATORS, MAX_RELAX_TIME, OPTIMIZERS, GradientEstimator,
-                                 MonteCarloConfig, Optimiser, check_cost, compare_with_ode,
-                                 default_eta, default_t_end, estimate_cost, ode_outcomes,
-                                 realise_geometry, register_gradient_estimator,
-                                 register_optimiser, simulate, stable_step,
-                                 stl_noise_inflation)
-from derivations.spec import (ConstantSchedule, ExponentialSchedule, ProblemSpec,
-                              TargetMixture, VariationalFamily, symmetric_bimodal)
+from analysis.montecarlo import (
+    ESTIMATORS,
+    MAX_RELAX_TIME,
+    OPTIMIZERS,
+    GradientEstimator,
+    MonteCarloConfig,
+    Optimiser,
+    check_cost,
+    compare_with_ode,
+    default_eta,
+    default_t_end,
+    estimate_cost,
+    ode_outcomes,
+    realise_geometry,
+    register_gradient_estimator,
+    register_optimiser,
+    simulate,
+    stable_step,
+    stl_noise_inflation,
+)
+from derivations.spec import (
+    ConstantSchedule,
+    ExponentialSchedule,
+    ProblemSpec,
+    TargetMixture,
+    VariationalFamily,
+    symmetric_bimodal,
+)
 
 N_SE = 5.0
 
@@ -50,6 +70,12 @@ FLOAT_FIELDS = ["eta", "t_end", "weight_threshold", "beta_tol", "relax_time", "a
 def test_config_refuses_non_finite_and_non_numbers(name, bad):
     with pytest.raises(ValueError, match=name):
         MonteCarloConfig(d=5, **{name: bad})
+
+
+def test_config_refuses_thresholds_outside_their_range():
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="weight_threshold"):
+            MonteCarloConfig(d=5, weight_threshold=bad)
 
 
 def test_config_force_is_a_bool():
