@@ -72,32 +72,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from derivations.spec import ModelStructure, ProblemSpec, parameter_names
 
-from .fixedpoints import (
-    _model_parts,
-    find_fixed_points,
-    gram_min_eigenvalue,
-    invariant_constraints,
-    label_state,
-    newton,
-    snap_to_invariant,
-    subspace_basis,
-)
-from .stability import (
-    StateLayout,
-    classify_eigenvalues,
-    evaluate_jacobian,
-    evaluate_rhs,
-    reduced_basis,
-    restricted_jacobian,
-)
+from .fixedpoints import _model_parts, find_fixed_points, label_state, snap_to_invariant
+from .geometry import (gram_min_eigenvalue, invariant_constraints, reduced_basis,
+                       restricted_jacobian, subspace_basis)
+from .layout import StateLayout
+from .model import evaluate_jacobian, evaluate_rhs
+from .newton import newton
+from .stability import classify_eigenvalues
 
 __all__ = [
     "ParameterMap",
@@ -170,7 +158,7 @@ class ParameterMap:
             raise ValueError("name: A = T_11 needs T_11 > 0 in theta0")
 
     @classmethod
-    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None) -> ParameterMap:
+    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None) -> "ParameterMap":
         """Map around ``spec.theta()``; beta0 = ``beta`` or the spec's schedule value at t=0."""
         if not isinstance(spec, ProblemSpec):
             raise ValueError("spec: must be a ProblemSpec")

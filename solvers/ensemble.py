@@ -11,46 +11,42 @@ and updates a tqdm progress bar (stderr) between chunks.
 Problem-level API
 -----------------
 :func:`solve` (one trajectory) and :func:`solve_ensemble` (many) take a
-:class:`derivations.spec.ProblemSpec` and a compiled model (``model.rhs``, ``model.jac``,
-``model.state_names``, ``model.structure``) and return :class:`Trajectory` /
+:class:`derivations.spec.ProblemSpec` and a compiled model following
+:class:`solvers.model.CompiledModelProtocol` (``model.rhs``, ``model.structure``,
+``model.state_names``; ``model.jac`` for the tangent propagator) and return :class:`Trajectory` /
 :class:`EnsembleResult` with the summary statistics by name: ``Q`` (..., M, M) symmetric,
 ``R`` (..., M, K), ``w`` (..., M) (``softmax(alpha)`` when the weights train, else the fixed
 weights), ``alpha`` (..., M) or None.  t is the gradient-flow time.
 
-State layout (``derivations.spec.state_names``): ``Q_k_l`` for k <= l (row-major upper
-triangle), then ``R_k_a`` row-major, then ``alpha_k`` if the weights train.
-:func:`pack_state` / :func:`unpack_state` convert between ``(Q, R, alpha)`` and y.
+State layout: :class:`solvers.layout.StateLayout` (``Q_k_l`` for k <= l row-major, then
+``R_k_a`` row-major, then ``alpha_k`` if the weights train); :func:`pack_state`,
+:func:`unpack_state`, :func:`state_layout` and :class:`StateLayout` are re-exported from
+:mod:`solvers.layout`.  User-given initial states must be realisable (the joint Gram matrix
+``[[T, R^T], [R, Q]]`` PSD within ``psd_tol``, :func:`solvers.geometry.check_realisable`).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 from numba import njit, prange, types
 
 from derivations.spec import ProblemSpec
-from derivations.spec import state_names as _spec_state_names
 
 from . import integrate as _integrate_module
-from . import schedule as _schedule_module
-from .integrate import (
-    N_INFO_F,
-    N_INFO_I,
-    STATUS_MESSAGES,
-    _as_event,
-    as_first_class,
-    check_common,
-    encode_schedule,
-    integrate_core,
-    null_jac,
-    source_key,
-)
+from .geometry import DEFAULT_PSD_TOL, check_realisable
+from .integrate import (CORE_DEPENDENCIES, N_INFO_F, N_INFO_I, STATUS_MESSAGES, _as_event,
+                        as_first_class, check_common, encode_schedule, integrate,
+                        integrate_core, null_jac, source_key)
+from .layout import StateLayout, pack_state, softmax, state_layout, unpack_state
+from .layout import _layout_of_names  # noqa: F401 (former home)
+from .layout import _names_tuple
+from .model import CompiledModelProtocol  # noqa: F401 (documented type of `model`)
+from .model import require_model
 from .signatures import JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
@@ -74,20 +70,22 @@ _v2 = types.float64[:, ::1]
 _v3 = types.float64[:, :, ::1]
 
 _ENSEMBLE_SIG = types.void(
-    _i8, _i8, RhsFn, JacFn,            # method, mode, rhs, jac
+    _i8, RhsFn, JacFn,                 # mode, rhs, jac
     _v2, _f8, _f8, _v1, _v2,           # Y0 (N, n), t0, t_end, t_eval, Theta (1 or N, p)
     _i8, _v1,                          # schedule code, params
+    _v2, _v1, _v1, _v1, _i8, _i8,      # method tableau: A, c, e, d, order, error order
     _f8, _f8, _f8, _f8, _i8,           # rtol, atol, h0, h_max, max_steps
-    _i8, _v1, EventFn,                 # event code, params, predicate
+    _i8, _i8, types.boolean, _v1, EventFn,   # event kind, direction, needs_f, params, fn
     _v2, _v3, types.int64[:, ::1], _v2,  # Z_final (N, nz), Z_traj (N, n_eval, nz), info
 )
 
 
 def _build_integrate_ensemble(deps_key: int):
     @njit(_ENSEMBLE_SIG, parallel=True, cache=True)
-    def integrate_ensemble(method, mode, rhs, jac, Y0, t0, t_end, t_eval, Theta, scode, sparams,
-                           rtol, atol, h0, h_max, max_steps, ecode, eparams, efn, Z_final,
-                           Z_traj, info_i, info_f):
+    def integrate_ensemble(mode, rhs, jac, Y0, t0, t_end, t_eval, Theta, scode, sparams,
+                           mA, mc, me, md, morder, meorder, rtol, atol, h0, h_max, max_steps,
+                           ekind, edir, eneeds_f, eparams, efn, Z_final, Z_traj, info_i,
+                           info_f):
         """Integrate N members in parallel (``numba.prange``); compiled core.
 
         Arguments as :func:`solvers.integrate.integrate_core`, batched:
@@ -103,15 +101,16 @@ def _build_integrate_ensemble(deps_key: int):
         n_theta = Theta.shape[0]
         for i in prange(N):
             j = np.int64(i) * np.int64(n_theta > 1)
-            integrate_core(method, mode, rhs, jac, Y0[i], t0, t_end, t_eval, Theta[j], scode,
-                           sparams, rtol, atol, h0, h_max, max_steps, ecode, eparams, efn,
-                           Z_final[i], Z_traj[i], info_i[i], info_f[i])
+            integrate_core(mode, rhs, jac, Y0[i], t0, t_end, t_eval, Theta[j], scode,
+                           sparams, mA, mc, me, md, morder, meorder, rtol, atol, h0, h_max,
+                           max_steps, ekind, edir, eneeds_f, eparams, efn, Z_final[i],
+                           Z_traj[i], info_i[i], info_f[i])
 
     return integrate_ensemble
 
 
 integrate_ensemble = _build_integrate_ensemble(
-    source_key(_integrate_module, _schedule_module))
+    source_key(_integrate_module, *CORE_DEPENDENCIES))
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,7 +126,7 @@ class EnsembleRun:
 
     t_eval: np.ndarray
     Z_final: np.ndarray
-    Z_traj: np.ndarray | None
+    Z_traj: Optional[np.ndarray]
     status: np.ndarray
     n_steps: np.ndarray
     n_rejected: np.ndarray
@@ -146,12 +145,12 @@ def _progress_enabled(progress: bool) -> bool:
         return False
 
 
-def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
+def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
                  jac: Any = None, schedule: Any = None, t_eval: Any = None,
                  method: str = "dopri5", rtol: float = 1e-8, atol: float = 1e-10,
-                 h: float | None = None, h_max: float = math.inf,
+                 h: Optional[float] = None, h_max: float = math.inf,
                  max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                 progress: bool = True, chunk_size: int | None = None,
+                 progress: bool = True, chunk_size: Optional[int] = None,
                  desc: str = "ensemble") -> EnsembleRun:
     """Integrate N initial conditions ``Y0`` (N, n) in parallel; Python driver of
     :func:`integrate_ensemble`.
@@ -181,14 +180,15 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
         raise ValueError("theta: must be finite (found NaN or inf)")
     if Theta.shape[1] == 0:
         Theta = np.zeros((Theta.shape[0], 1))
-    t0, t_end, te, mcode, h0 = check_common(t0, t_end, t_eval, method, rtol, atol, h, max_steps)
+    t0, t_end, te, meth, h0 = check_common(t0, t_end, t_eval, method, rtol, atol, h, max_steps)
     if not (h_max > 0):
         raise ValueError(f"h_max: must be > 0, got {h_max}")
     if tangent and jac is None:
         raise ValueError("jac: required for the tangent propagator (tangent=True)")
     jac_fn = null_jac if jac is None else jac
     scode, sparams = encode_schedule(schedule)
-    ecode, eparams, efn = _as_event(event, n)
+    ev = _as_event(event, n)
+    mA, mc, me, md, morder, meorder = meth.encode()
     mode = 1 if tangent else 0
     nz = n + n * n if tangent else n
     n_t = te.size
@@ -218,10 +218,11 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
         for a in range(0, N, chunk_size):
             b = min(N, a + chunk_size)
             Th = Theta if Theta.shape[0] == 1 else Theta[a:b]
-            integrate_ensemble(mcode, mode, rhs_fc, jac_fc, Y0[a:b], t0, t_end, te, Th, scode,
-                               sparams, float(rtol), float(atol), h0, float(h_max),
-                               int(max_steps), ecode, eparams, efn, Z_final[a:b], Z_traj[a:b],
-                               info_i[a:b], info_f[a:b])
+            integrate_ensemble(mode, rhs_fc, jac_fc, Y0[a:b], t0, t_end, te, Th, scode,
+                               sparams, mA, mc, me, md, morder, meorder, float(rtol),
+                               float(atol), h0, float(h_max), int(max_steps), ev.kind,
+                               ev.direction, ev.needs_f, ev.params, ev.fn, Z_final[a:b],
+                               Z_traj[a:b], info_i[a:b], info_f[a:b])
             if bar is not None:
                 bar.update(b - a)
     finally:
@@ -235,153 +236,19 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
 
 
 # ----------------------------------------------------------------------------------------
-# state packing
+# state packing: the one layout lives in solvers.layout (re-exported here)
 # ----------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class StateLayout:
-    """Positions of the summary statistics in the state vector.
-
-    q_index (M, M) symmetric int array (``Q_kl`` and ``Q_lk`` share ``y[q_index[k, l]]``),
-    r_index (M, K), alpha_index (M,) or None."""
-
-    names: tuple[str, ...]
-    M: int
-    K: int
-    q_index: np.ndarray
-    r_index: np.ndarray
-    alpha_index: np.ndarray | None
-
-    @property
-    def n(self) -> int:
-        return len(self.names)
-
-    @property
-    def train_weights(self) -> bool:
-        return self.alpha_index is not None
+_softmax = softmax   # former home (analysis.montecarlo imports it)
 
 
-def _names_of(names_or_model: Any) -> tuple[str, ...]:
-    names = getattr(names_or_model, "state_names", names_or_model)
-    if isinstance(names, str) or not isinstance(names, Sequence):
-        raise ValueError("names: need a sequence of state names or a model with .state_names")
-    return tuple(str(s) for s in names)
+def _names_of(names_or_model: Any) -> Tuple[str, ...]:
+    return _names_tuple(getattr(names_or_model, "state_names", names_or_model))
 
 
-def state_layout(names_or_model: Any) -> StateLayout:
-    """Parse state names ``Q_k_l`` (k <= l), ``R_k_a``, ``alpha_k`` (1-based) into a layout."""
-    return _layout_of_names(_names_of(names_or_model))
-
-
-@lru_cache(maxsize=64)
-def _layout_of_names(names: tuple[str, ...]) -> StateLayout:
-    q, r, al = {}, {}, {}
-    for i, nm in enumerate(names):
-        parts = nm.split("_")
-        try:
-            if parts[0] == "Q" and len(parts) == 3:
-                q[(int(parts[1]) - 1, int(parts[2]) - 1)] = i
-            elif parts[0] == "R" and len(parts) == 3:
-                r[(int(parts[1]) - 1, int(parts[2]) - 1)] = i
-            elif parts[0] == "alpha" and len(parts) == 2:
-                al[int(parts[1]) - 1] = i
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"names: cannot parse state name {nm!r}") from None
-    M = 1 + max((max(k) for k in q), default=-1)
-    K = 1 + max((a for _, a in r), default=-1)
-    if M < 1 or K < 1:
-        raise ValueError(f"names: need Q and R entries, got {list(names)}")
-    qi = np.full((M, M), -1, dtype=np.int64)
-    for (k, l), i in q.items():
-        if k > l:
-            raise ValueError(f"names: Q entries must be the upper triangle (k <= l), got "
-                             f"{names[i]!r}")
-        qi[k, l] = qi[l, k] = i
-    ri = np.full((M, K), -1, dtype=np.int64)
-    for (k, a), i in r.items():
-        ri[k, a] = i
-    if np.any(qi < 0) or np.any(ri < 0) or len(q) != M * (M + 1) // 2 or len(r) != M * K:
-        raise ValueError(f"names: incomplete Q/R entries for M = {M}, K = {K}: {list(names)}")
-    ai = None
-    if al:
-        if sorted(al) != list(range(M)):
-            raise ValueError(f"names: need alpha_1..alpha_{M}, got {sorted(k + 1 for k in al)}")
-        ai = np.array([al[k] for k in range(M)], dtype=np.int64)
-    for arr in (qi, ri, ai):
-        if arr is not None:
-            arr.flags.writeable = False  # shared by the layout cache
-    return StateLayout(names, M, K, qi, ri, ai)
-
-
-def unpack_state(names_or_model: Any, y: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``y`` (..., n) -> ``(Q (..., M, M) symmetric, R (..., M, K), alpha (..., M) or None)``."""
-    lay = names_or_model if isinstance(names_or_model, StateLayout) \
-        else state_layout(names_or_model)
-    y = np.asarray(y, dtype=float)
-    if y.ndim < 1 or y.shape[-1] != lay.n:
-        raise ValueError(f"y: last axis must have length n = {lay.n}, got shape {y.shape}")
-    Q = y[..., lay.q_index]
-    R = y[..., lay.r_index]
-    alpha = None if lay.alpha_index is None else y[..., lay.alpha_index]
-    return Q, R, alpha
-
-
-def pack_state(names_or_model: Any, Q: Any, R: Any, alpha: Any = None) -> np.ndarray:
-    """``(Q (..., M, M) symmetric, R (..., M, K), alpha (..., M))`` -> ``y`` (..., n).
-
-    alpha is required exactly when the state has weight logits."""
-    lay = names_or_model if isinstance(names_or_model, StateLayout) \
-        else state_layout(names_or_model)
-    M, K = lay.M, lay.K
-    Q = np.asarray(Q, dtype=float)
-    R = np.asarray(R, dtype=float)
-    if Q.ndim < 2 or Q.shape[-2:] != (M, M):
-        raise ValueError(f"Q: must have shape (..., {M}, {M}), got {Q.shape}")
-    if R.ndim < 2 or R.shape[-2:] != (M, K):
-        raise ValueError(f"R: must have shape (..., {M}, {K}), got {R.shape}")
-    if not np.all(np.isfinite(Q)):
-        raise ValueError("Q: must be finite (found NaN or inf)")
-    if not np.all(np.isfinite(R)):
-        raise ValueError("R: must be finite (found NaN or inf)")
-    scale = max(1.0, float(np.max(np.abs(Q))) if Q.size else 1.0)
-    if Q.size and np.max(np.abs(Q - np.swapaxes(Q, -1, -2))) > 1e-12 * scale:
-        raise ValueError("Q: must be symmetric")
-    batch = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2])
-    if lay.alpha_index is not None:
-        if alpha is None:
-            raise ValueError("alpha: required, the weights train (state has alpha_k)")
-        alpha = np.asarray(alpha, dtype=float)
-        if alpha.ndim < 1 or alpha.shape[-1] != M:
-            raise ValueError(f"alpha: must have shape (..., {M}), got {alpha.shape}")
-        if not np.all(np.isfinite(alpha)):
-            raise ValueError("alpha: must be finite (found NaN or inf)")
-        batch = np.broadcast_shapes(batch, alpha.shape[:-1])
-    elif alpha is not None:
-        raise ValueError("alpha: the weights are fixed (state has no alpha_k); pass None")
-    y = np.empty(batch + (lay.n,))
-    for k in range(M):
-        for l in range(k, M):
-            y[..., lay.q_index[k, l]] = Q[..., k, l]
-        for a in range(K):
-            y[..., lay.r_index[k, a]] = R[..., k, a]
-    if lay.alpha_index is not None:
-        for k in range(M):
-            y[..., lay.alpha_index[k]] = alpha[..., k]
-    return y
-
-
-def _softmax(a: np.ndarray) -> np.ndarray:
-    z = a - np.max(a, axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / np.sum(e, axis=-1, keepdims=True)
-
-
-def _weights(spec: ProblemSpec, alpha: np.ndarray | None, batch: tuple[int, ...]) -> np.ndarray:
+def _weights(spec: ProblemSpec, alpha: Optional[np.ndarray], batch: Tuple[int, ...]) -> np.ndarray:
     if alpha is not None:
-        return _softmax(alpha)
+        return softmax(alpha)
     return np.broadcast_to(spec.family.w, batch + (spec.family.M,)).copy()
 
 
@@ -412,17 +279,17 @@ class Trajectory:
     Q: np.ndarray
     R: np.ndarray
     w: np.ndarray
-    alpha: np.ndarray | None
+    alpha: Optional[np.ndarray]
     beta: np.ndarray
-    G: np.ndarray | None
+    G: Optional[np.ndarray]
     t_final: float
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    G_final: np.ndarray | None
+    G_final: Optional[np.ndarray]
     schedule: Any
-    state_names: tuple[str, ...]
+    state_names: Tuple[str, ...]
     status: int
     message: str
     t_event: float
@@ -452,20 +319,20 @@ class EnsembleResult:
     """
 
     t: np.ndarray
-    y: np.ndarray | None
-    Q: np.ndarray | None
-    R: np.ndarray | None
-    w: np.ndarray | None
-    alpha: np.ndarray | None
+    y: Optional[np.ndarray]
+    Q: Optional[np.ndarray]
+    R: Optional[np.ndarray]
+    w: Optional[np.ndarray]
+    alpha: Optional[np.ndarray]
     beta: np.ndarray
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    alpha_final: np.ndarray | None
-    G_final: np.ndarray | None
+    alpha_final: Optional[np.ndarray]
+    G_final: Optional[np.ndarray]
     schedule: Any
-    state_names: tuple[str, ...]
+    state_names: Tuple[str, ...]
     status: np.ndarray
     t_final: np.ndarray
     t_event: np.ndarray
@@ -487,32 +354,18 @@ class EnsembleResult:
         return [STATUS_MESSAGES.get(int(s), "unknown") for s in self.status]
 
 
-def _check_model(spec: ProblemSpec, model: Any) -> tuple[StateLayout, np.ndarray]:
+def _check_model(spec: ProblemSpec, model: Any, need_jac: bool = False
+                 ) -> Tuple[StateLayout, np.ndarray]:
+    """(layout, theta) of a spec and a model following :class:`CompiledModelProtocol`."""
     if not isinstance(spec, ProblemSpec):
         raise ValueError(f"spec: must be a ProblemSpec, got {type(spec).__name__}")
-    if getattr(model, "rhs", None) is None:
-        raise ValueError("model: must be a compiled model with .rhs")
-    raw_names = getattr(model, "state_names", None)
-    if raw_names is None:
-        raise ValueError("model: must be a compiled model with .state_names")
-    st = spec.structure
-    mst = getattr(model, "structure", None)
-    if mst is not None and mst != st:
-        raise ValueError(f"model: compiled for structure {mst.key()}, but spec has "
-                         f"{st.key()}")
-    names = _names_of(raw_names)
-    if frozenset(names) != _expected_names(st.K, st.M, st.train_weights):
-        raise ValueError(f"model: state names {list(names)} do not match the spec "
-                         f"({_spec_state_names(st.K, st.M, st.train_weights)})")
-    return _layout_of_names(names), spec.theta()
+    return require_model(model, structure=spec.structure, need_jac=need_jac), spec.theta()
 
 
-@lru_cache(maxsize=64)
-def _expected_names(K: int, M: int, train_weights: bool) -> frozenset:
-    return frozenset(_spec_state_names(K, M, train_weights))
-
-
-def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool) -> np.ndarray:
+def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool, T: np.ndarray,
+                    psd_tol: float) -> np.ndarray:
+    """User-given initial state(s) as a float array (n,) or (N, n), checked for shape,
+    finiteness and realisability (:func:`solvers.geometry.check_realisable`)."""
     if isinstance(y0, Mapping):
         unknown = set(y0) - {"Q", "R", "alpha"}
         if unknown:
@@ -532,13 +385,18 @@ def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool) -> np.
                          f"({', '.join(lay.names)}), got {y.shape}")
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{name}: must be finite (found NaN or inf)")
+    if psd_tol is None or not (float(psd_tol) < math.inf):
+        return np.ascontiguousarray(y)
+    Q, R, _ = lay.unpack(y)
+    check_realisable(Q, R, T, name, psd_tol)
     return np.ascontiguousarray(y)
 
 
 def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = None, *,
           t0: float = 0.0, n_points: int = 201, method: str = "dopri5", rtol: float = 1e-8,
-          atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
-          max_steps: int = 1_000_000, event: Any = None, tangent: bool = False) -> Trajectory:
+          atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
+          max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
+          psd_tol: float = DEFAULT_PSD_TOL) -> Trajectory:
     """Integrate the reduced gradient flow of ``spec`` from ``y0`` over [t0, t_end].
 
     ``dy/dt = f(y, beta(t); theta)`` with f = ``model.rhs`` (compiled for
@@ -553,9 +411,14 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
     method : ``'dopri5'`` (adaptive, rtol/atol) or ``'rk4'`` (fixed step h).
     event : None, ``'converged'``, :class:`solvers.integrate.Event`, or ``(code, params)``.
     tangent : also return the propagator ``G = dy(t)/dy(t0)`` (uses ``model.jac``).
+    psd_tol : y0 must be realisable: the joint Gram matrix ``[[T, R^T], [R, Q]]`` of the
+        initial state (T = ``spec.target.T``) must be positive semi-definite within psd_tol
+        (smallest eigenvalue relative to max(1, max |entry|) >= -psd_tol), else ValueError
+        (an unrealisable start is no set of vectors, and the reduced flow from it typically
+        diverges).  ``math.inf`` skips the check.
     """
-    lay, theta = _check_model(spec, model)
-    y0 = _initial_states(lay, y0, "y0", ensemble=False)
+    lay, theta = _check_model(spec, model, need_jac=tangent)
+    y0 = _initial_states(lay, y0, "y0", False, spec.target.T, psd_tol)
     if t_eval is None:
         if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) \
                 or n_points < 2:
@@ -566,10 +429,7 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
         t_eval = np.linspace(float(t0), t_end_f, n_points) if t_end_f > float(t0) \
             else np.array([float(t0)])
         t_eval[-1] = t_end_f
-    if tangent and not hasattr(model, "jac"):
-        raise ValueError("model: needs .jac for the tangent propagator")
-    from .integrate import integrate as _integrate
-    sol = _integrate(model.rhs, y0, (t0, t_end), theta, jac=getattr(model, "jac", None),
+    sol = integrate(model.rhs, y0, (t0, t_end), theta, jac=model.jac if tangent else None,
                      schedule=spec.schedule, t_eval=t_eval, method=method, rtol=rtol,
                      atol=atol, h=h, h_max=h_max, max_steps=max_steps, event=event,
                      tangent=tangent)
@@ -586,9 +446,10 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
 
 def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval: Any = None,
                    *, t0: float = 0.0, method: str = "dopri5", rtol: float = 1e-8,
-                   atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
+                   atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
                    max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                   progress: bool = True, chunk_size: int | None = None) -> EnsembleResult:
+                   progress: bool = True, chunk_size: Optional[int] = None,
+                   psd_tol: float = DEFAULT_PSD_TOL) -> EnsembleResult:
     """Integrate N initial conditions of the reduced gradient flow of ``spec`` in parallel.
 
     Parameters
@@ -599,18 +460,16 @@ def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval:
     t_eval : sorted output times in [t0, t_end] for trajectories (N, n_t, ...); default
         None: final states only.
     progress : tqdm bar on stderr (only if stderr is a terminal); chunk_size: members per
-        compiled call.
+        compiled call.  psd_tol : every member of Y0 must be realisable (see :func:`solve`).
     Other arguments as :func:`solve`.  Members are independent: the results do not depend on
     the number of threads or on the chunking.
     """
     import time
 
-    lay, theta = _check_model(spec, model)
-    Y0 = _initial_states(lay, Y0, "Y0", ensemble=True)
-    if tangent and not hasattr(model, "jac"):
-        raise ValueError("model: needs .jac for the tangent propagator")
+    lay, theta = _check_model(spec, model, need_jac=tangent)
+    Y0 = _initial_states(lay, Y0, "Y0", True, spec.target.T, psd_tol)
     start = time.perf_counter()
-    run = run_ensemble(model.rhs, Y0, (t0, t_end), theta, jac=getattr(model, "jac", None),
+    run = run_ensemble(model.rhs, Y0, (t0, t_end), theta, jac=model.jac if tangent else None,
                        schedule=spec.schedule, t_eval=t_eval, method=method, rtol=rtol,
                        atol=atol, h=h, h_max=h_max, max_steps=max_steps, event=event,
                        tangent=tangent, progress=progress, chunk_size=chunk_size)

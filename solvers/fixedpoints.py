@@ -63,33 +63,38 @@ only thanks to such components is ``collapsed`` with ``mechanism = 'vanishing_we
 (otherwise 'mean_alignment').  For K = M = 2 these are the three labels of the issue:
 collapsed (both components on one mode), split (one per mode), symmetric (on R = 0).
 
-Solvers never import SymPy: the ``model`` argument is any object with attributes ``rhs``,
-``jac`` (compiled, :mod:`solvers.signatures`), ``structure`` (a
-:class:`derivations.spec.ModelStructure`) and optionally ``objective`` -- e.g. the
-``CompiledModel`` of ``derivations.compile_model`` or a :class:`ModelFunctions`.
+Module map: Newton (items 2-4) is :mod:`solvers.newton`; the geometry of the state space
+(physical subspace, realisability, invariant subspaces, symmetries: items 1, 5-7) is
+:mod:`solvers.geometry`; this module orchestrates them (starts, deduplication, labels,
+orbits) and re-exports the moved names.
+
+Solvers never import SymPy: the ``model`` argument follows
+:class:`solvers.model.CompiledModelProtocol` (``rhs``, ``jac``, ``structure``,
+``state_names``, optionally ``objective``) -- e.g. the ``CompiledModel`` of
+``derivations.compile_model`` or a :class:`ModelFunctions`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from derivations.spec import ModelStructure
-
-from .stability import (
-    Stability,
-    StateLayout,
-    evaluate_jacobian,
-    evaluate_rhs,
-    reduced_basis,
-    restricted_jacobian,
-    spectrum,
-)
+from .geometry import (StateSymmetry, find_symmetries, gram_min_eigenvalue,
+                       invariant_constraints, is_realisable, merge_coincident,
+                       project_to_subspace, realise, reduced_basis, restricted_jacobian,
+                       subspace_basis, zero_R)
+from .geometry import factor_T as _factor_T  # noqa: F401 (former home)
+from .geometry import random_realisable_states as _random_realisable_states  # noqa: F401
+from .geometry import state_symmetry as _state_symmetry  # noqa: F401
+from .layout import StateLayout
+from .model import ModelFunctions, evaluate_jacobian, evaluate_rhs, require_model
+from .newton import NewtonResult, newton, polish_in_subspace
+from .newton import check_beta as _check_beta
+from .stability import Stability, spectrum
 
 __all__ = [
     "ModelFunctions",
@@ -114,82 +119,11 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------------------
-# model access
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelFunctions:
-    """The compiled functions of a model without the model object (for callers that hold them).
-
-    rhs, jac : compiled with the signatures of :mod:`solvers.signatures`.
-    structure : the :class:`ModelStructure` they were generated for.
-    objective : optional compiled objective ``F(y, beta, theta)``.
-    """
-
-    rhs: Callable
-    jac: Callable
-    structure: ModelStructure
-    objective: Callable | None = None
-
-
 def _model_parts(model: Any) -> tuple[Callable, Callable, StateLayout, Callable | None]:
-    for attr in ("rhs", "jac", "structure"):
-        if not hasattr(model, attr):
-            raise ValueError(f"model: needs attribute {attr!r} (pass compile_model(spec.structure) "
-                             f"or a ModelFunctions)")
-    layout = StateLayout(model.structure)
+    """(rhs, jac, layout, objective or None) of a model (:func:`solvers.model.require_model`)."""
+    layout = require_model(model, need_jac=True)
     objective = getattr(model, "objective", None)
     return model.rhs, model.jac, layout, objective
-
-
-def _check_beta(beta: Any) -> float:
-    try:
-        b = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta: must be a real number, got {beta!r}") from None
-    if not (b > 0 and math.isfinite(b)):
-        raise ValueError(f"beta: must be a finite number > 0, got {b}")
-    return b
-
-
-# ----------------------------------------------------------------------------------------
-# geometry: realisability, labels
-# ----------------------------------------------------------------------------------------
-
-def _joint_gram(Q: np.ndarray, R: np.ndarray, T: np.ndarray) -> np.ndarray:
-    return np.block([[T, R.T], [R, Q]])
-
-
-def gram_min_eigenvalue(Q: Any, R: Any, T: Any) -> float:
-    """Smallest eigenvalue of ``[[T, R^T], [R, Q]]`` divided by ``max(1, max |entry|)``.
-
-    Q (M, M), R (M, K), T (K, K).  Non-negative (up to round-off) iff the state is the Gram
-    data of vectors mu_1..mu_K, m_1..m_M in some R^d.
-    """
-    G = _joint_gram(np.asarray(Q, float), np.asarray(R, float), np.asarray(T, float))
-    G = 0.5 * (G + G.T)
-    scale = max(1.0, float(np.max(np.abs(G))))
-    return float(np.linalg.eigvalsh(G)[0] / scale)
-
-
-def is_realisable(Q: Any, R: Any, T: Any, psd_tol: float = 1e-8) -> bool:
-    """Whether the joint Gram matrix is PSD up to ``psd_tol`` (relative)."""
-    return gram_min_eigenvalue(Q, R, T) >= -psd_tol
-
-
-def realise(Q: Any, R: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors with the given Gram data: ``(mu (K, D), m (M, D))``, D = K + M.
-
-    Factorises the joint Gram matrix ``G = V diag(lam) V^T`` (negative round-off eigenvalues
-    clipped to 0) as ``X = V diag(sqrt(lam))``; rows 0..K-1 are mu, the rest m.
-    """
-    Q, R, T = (np.asarray(x, float) for x in (Q, R, T))
-    G = _joint_gram(Q, R, T)
-    lam, V = np.linalg.eigh(0.5 * (G + G.T))
-    X = V * np.sqrt(np.clip(lam, 0.0, None))
-    K = T.shape[0]
-    return X[:K].copy(), X[K:].copy()
 
 
 def assign_modes(Q: Any, R: Any, T: Any) -> np.ndarray:
@@ -222,113 +156,6 @@ def label_state(Q: Any, R: Any, T: Any, *, weights: Any = None, weight_threshold
     if covered_live:
         return "split", None
     return "collapsed", ("vanishing_weight" if covered_all else "mean_alignment")
-
-
-# ----------------------------------------------------------------------------------------
-# symmetries
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class StateSymmetry:
-    """A signed permutation of the state: ``(g y)[i] = signs[i] * y[index[i]]``.
-
-    component_perm s, mode_perm t, sign: ``Q'_kl = Q_{s(k) s(l)}``,
-    ``R'_ka = sign R_{s(k) t(a)}``, ``alpha'_k = alpha_{s(k)}``.
-    """
-
-    component_perm: tuple[int, ...]
-    mode_perm: tuple[int, ...]
-    sign: int
-    index: np.ndarray
-    signs: np.ndarray
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        return self.signs * np.asarray(y)[self.index]
-
-    @property
-    def is_identity(self) -> bool:
-        return bool(np.all(self.index == np.arange(self.index.size)) and np.all(self.signs == 1))
-
-
-def _state_symmetry(layout: StateLayout, s: Sequence[int], t: Sequence[int],
-                    sign: int) -> StateSymmetry:
-    n = layout.n_state
-    index = np.empty(n, dtype=np.int64)
-    signs = np.ones(n)
-    M, K = layout.M, layout.K
-    for k in range(M):
-        for l in range(k, M):
-            index[layout.q_index(k, l)] = layout.q_index(s[k], s[l])
-        for a in range(K):
-            index[layout.r_index(k, a)] = layout.r_index(s[k], t[a])
-            signs[layout.r_index(k, a)] = sign
-    if layout.train_weights:
-        start = layout.alpha_slice().start
-        for k in range(M):
-            index[start + k] = start + s[k]
-    return StateSymmetry(tuple(int(x) for x in s), tuple(int(x) for x in t), int(sign),
-                         index, signs)
-
-
-def _random_realisable_states(layout: StateLayout, theta: np.ndarray, n: int,
-                              rng: np.random.Generator) -> np.ndarray:
-    T = layout.T(theta)
-    mu = _factor_T(T)
-    K, M = layout.K, layout.M
-    D = K + M
-    mu = np.hstack([mu, np.zeros((K, D - mu.shape[1]))])
-    scale = math.sqrt(max(1.0, float(np.max(np.diag(T)))))
-    out = np.empty((n, layout.n_state))
-    for i in range(n):
-        m = rng.normal(size=(M, D)) * scale * 0.6
-        alpha = rng.normal(size=M) * 0.7 if layout.train_weights else None
-        out[i] = layout.pack(m @ m.T, m @ mu.T, None if alpha is None else alpha - alpha.mean())
-    return out
-
-
-def find_symmetries(rhs: Callable, layout: StateLayout, beta: float, theta: Any, *,
-                    seed: int = 12345, rtol: float = 1e-9,
-                    max_candidates: int = 5000) -> list[StateSymmetry]:
-    """Signed state permutations g with ``f(g y) = g f(y)`` (checked at 3 random states).
-
-    The identity is always first.  Candidates: all component permutations x mode permutations
-    x sign in {+1, -1} (skipped beyond ``max_candidates``, then only the identity is returned).
-    """
-    theta = layout.check_theta(theta)
-    M, K = layout.M, layout.K
-    n_cand = math.factorial(M) * math.factorial(K) * 2
-    ident = _state_symmetry(layout, range(M), range(K), 1)
-    if n_cand > max_candidates:
-        return [ident]
-    rng = np.random.default_rng(seed)
-    Y = _random_realisable_states(layout, theta, 3, rng)
-    F = np.array([evaluate_rhs(rhs, y, beta, theta) for y in Y])
-    found = [ident]
-    for s in itertools.permutations(range(M)):
-        for t in itertools.permutations(range(K)):
-            for sign in (1, -1):
-                g = _state_symmetry(layout, s, t, sign)
-                if g.is_identity:
-                    continue
-                ok = True
-                for y, f in zip(Y, F):
-                    fg = evaluate_rhs(rhs, g(y), beta, theta)
-                    if np.max(np.abs(fg - g(f))) > rtol * max(1.0, float(np.max(np.abs(f)))):
-                        ok = False
-                        break
-                if ok:
-                    found.append(g)
-    return found
-
-
-# ----------------------------------------------------------------------------------------
-# starts
-# ----------------------------------------------------------------------------------------
-
-def _factor_T(T: np.ndarray) -> np.ndarray:
-    """Means mu (K, K) with mu mu^T = T (eigen-factorisation, negative round-off clipped)."""
-    lam, U = np.linalg.eigh(0.5 * (T + T.T))
-    return U * np.sqrt(np.clip(lam, 0.0, None))
 
 
 def default_starts(layout: StateLayout, theta: Any, n_random: int = 48,
@@ -384,122 +211,6 @@ def default_starts(layout: StateLayout, theta: Any, n_random: int = 48,
         add(m, None if alpha is None else alpha - alpha.mean())
     return np.array(starts)
 
-
-def project_to_subspace(y: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """Orthogonal projection ``B B^T y`` onto the physical subspace V (fixes the gauge)."""
-    return basis @ (basis.T @ y)
-
-
-# ----------------------------------------------------------------------------------------
-# Newton
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class NewtonResult:
-    """Outcome of one Newton solve.
-
-    y : (n,) final state.  residual : ``max_i |f_i(y)|`` of the full vector field.
-    converged : ``residual < tol``.  iterations : Newton steps taken.
-    method : 'newton' or 'hybr' (scipy fallback).
-    """
-
-    y: np.ndarray
-    residual: float
-    converged: bool
-    iterations: int
-    method: str
-
-
-def _newton_core(rhs: Callable, jac: Callable, y0: np.ndarray, beta: float, theta: np.ndarray,
-                 B: np.ndarray, target: float, max_iter: int, max_step: float
-                 ) -> tuple[np.ndarray, float, int]:
-    y = y0.copy()
-    f = evaluate_rhs(rhs, y, beta, theta)
-    F = B.T @ f
-    phi = float(F @ F)
-    it = 0
-    for it in range(1, max_iter + 1):
-        if not np.all(np.isfinite(F)):
-            return y, math.inf, it
-        if np.max(np.abs(F)) <= target:
-            return y, float(np.max(np.abs(f))), it - 1
-        Jr = restricted_jacobian(evaluate_jacobian(jac, y, beta, theta), B)
-        try:
-            dz = np.linalg.solve(Jr, -F)
-            if not np.all(np.isfinite(dz)):
-                raise np.linalg.LinAlgError
-        except np.linalg.LinAlgError:
-            dz = np.linalg.lstsq(Jr, -F, rcond=None)[0]
-        size = float(np.max(np.abs(dz)))
-        lam = min(1.0, max_step / size) if size > 0 else 1.0
-        accepted = False
-        while lam >= 2.0 ** -12:
-            y_new = y + lam * (B @ dz)
-            f_new = evaluate_rhs(rhs, y_new, beta, theta)
-            F_new = B.T @ f_new
-            phi_new = float(F_new @ F_new)
-            if np.isfinite(phi_new) and phi_new <= (1.0 - 1e-4 * lam) * phi:
-                accepted = True
-                break
-            lam *= 0.5
-        if not accepted:
-            break
-        y, f, F, phi = y_new, f_new, F_new, phi_new
-    return y, float(np.max(np.abs(f))) if np.all(np.isfinite(f)) else math.inf, it
-
-
-def newton(rhs: Callable, jac: Callable, y0: Any, beta: float, theta: Any, *,
-           basis: np.ndarray | None = None, tol: float = 1e-10, max_iter: int = 60,
-           max_step: float | None = None, fallback: bool = True) -> NewtonResult:
-    """Solve ``f(y) = 0`` from ``y0`` (n,) by damped Newton on ``B^T f(B z) = 0``.
-
-    basis : B (n, n_red) of the physical subspace (default identity); y0 is projected onto
-        it first.  tol : acceptance threshold on ``max |f|`` (full vector field); Newton
-        iterates down to ``1e-3 tol`` when it can.  max_step : largest max-norm Newton
-        step (default ``10 (1 + |y0|_inf)``).  fallback : on failure, try
-        ``scipy.optimize.root(method='hybr')`` with the analytic Jacobian.
-    """
-    beta = _check_beta(beta)
-    theta = np.ascontiguousarray(theta, dtype=float)
-    y0 = np.ascontiguousarray(y0, dtype=float)
-    if y0.ndim != 1 or not np.all(np.isfinite(y0)):
-        raise ValueError("y0: must be a finite 1-d array")
-    if not (tol > 0):
-        raise ValueError(f"tol: must be > 0, got {tol}")
-    B = np.eye(y0.size) if basis is None else np.asarray(basis, dtype=float)
-    if B.shape[0] != y0.size:
-        raise ValueError(f"basis: must have {y0.size} rows, got shape {B.shape}")
-    y0 = project_to_subspace(y0, B)
-    if max_step is None:
-        max_step = 10.0 * (1.0 + float(np.max(np.abs(y0))))
-    y, res, it = _newton_core(rhs, jac, y0, beta, theta, B, 1e-3 * tol, max_iter, max_step)
-    if res < tol:
-        return NewtonResult(y, res, True, it, "newton")
-    if not fallback:
-        return NewtonResult(y, res, False, it, "newton")
-    from scipy.optimize import root
-
-    def fun(z: np.ndarray) -> np.ndarray:
-        return B.T @ evaluate_rhs(rhs, B @ z, beta, theta)
-
-    def jfun(z: np.ndarray) -> np.ndarray:
-        return restricted_jacobian(evaluate_jacobian(jac, B @ z, beta, theta), B)
-
-    with np.errstate(all="ignore"):
-        try:
-            sol = root(fun, B.T @ y0, jac=jfun, method="hybr", options={"xtol": 1e-13})
-            z = sol.x
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
-            return NewtonResult(y, res, False, it, "newton")
-    if not np.all(np.isfinite(z)):
-        return NewtonResult(y, res, False, it, "newton")
-    y2, res2, it2 = _newton_core(rhs, jac, B @ z, beta, theta, B, 1e-3 * tol, 3, max_step)
-    return NewtonResult(y2, res2, bool(res2 < tol), it + it2, "hybr")
-
-
-# ----------------------------------------------------------------------------------------
-# fixed points
-# ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
 class FixedPoint:
@@ -816,140 +527,6 @@ def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None
                          n_unreal, tuple(symmetries))
 
 
-def _merge_coincident(y: np.ndarray, layout: StateLayout, theta: np.ndarray,
-                      rel_tol: float) -> np.ndarray | None:
-    """y with nearly coinciding components (|m_k - m_l|^2 <= rel_tol * scale) made to coincide
-    exactly (each group replaced by its mean vector), or None if there are none."""
-    Q, R, alpha = layout.unpack(y)
-    T = layout.T(theta)
-    M = layout.M
-    scale = max(1.0, float(np.max(np.abs(Q))))
-    parent = list(range(M))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    merged = False
-    for k in range(M):
-        for l in range(k + 1, M):
-            c = Q[k, k] - 2.0 * Q[k, l] + Q[l, l]
-            if not (c <= rel_tol * scale):
-                continue
-            # Cauchy-Schwarz bounds that hold when |m_k - m_l|^2 = c (realisable states):
-            # |Q_kk - Q_ll| <= sqrt(c) (|m_k| + |m_l|), |R_ka - R_la| <= sqrt(c T_aa)
-            sc = np.sqrt(max(c, 0.0))
-            slack = 1e-9 * scale
-            if abs(Q[k, k] - Q[l, l]) > sc * (np.sqrt(max(Q[k, k], 0.0))
-                                              + np.sqrt(max(Q[l, l], 0.0))) + slack:
-                continue
-            if np.any(np.abs(R[k] - R[l]) > sc * np.sqrt(np.clip(np.diag(T), 0.0, None))
-                      + slack):
-                continue
-            parent[root(l)] = root(k)
-            merged = True
-    if not merged:
-        return None
-    mu, m = realise(Q, R, T)
-    groups: dict[int, list[int]] = {}
-    for k in range(M):
-        groups.setdefault(root(k), []).append(k)
-    for g in groups.values():
-        m[g] = m[g].mean(axis=0)
-    if alpha is not None:
-        # coinciding components form one Gaussian with their total weight: only the sum
-        # matters (a neutral direction), so the representative splits it equally
-        w = np.exp(alpha - alpha.max())
-        w /= w.sum()
-        for g in groups.values():
-            w[g] = w[g].mean()
-        alpha = np.log(w)
-    return layout.pack(m @ m.T, m @ mu.T, alpha)
-
-
-def _zero_R(y: np.ndarray, layout: StateLayout, rel_tol: float) -> np.ndarray | None:
-    """y with R set to 0 exactly if max |R| <= rel_tol * max(1, |y|_inf), else None."""
-    Q, R, alpha = layout.unpack(y)
-    if not (0 < float(np.max(np.abs(R))) <= rel_tol * max(1.0, float(np.max(np.abs(y))))):
-        return None
-    return layout.pack(Q, np.zeros_like(R), alpha)
-
-
-def invariant_constraints(layout: StateLayout, y: Any, theta: Any,
-                          rtol: float = 1e-13) -> np.ndarray:
-    """Linear constraints C (r, n) of the invariant subspaces that y lies in exactly.
-
-    Candidates: coinciding components k, l with equal weights (``Q_kk = Q_kl = Q_ll``,
-    ``Q_kj = Q_lj``, ``R_k. = R_l.``, and ``alpha_k = alpha_l`` when the weights train;
-    equal components with equal weights follow the same flow) and ``R = 0`` (invariant when
-    the target is symmetric under mu -> -mu; callers check invariance).  Equalities are
-    tested to ``rtol * max(1, |y|_inf)``.  Returns an array with r = 0 rows if none.
-    """
-    y = np.asarray(y, dtype=float)
-    Q, R, alpha = layout.unpack(y)
-    w = layout.weights(y, theta)
-    n = layout.n_state
-    eq = rtol * max(1.0, float(np.max(np.abs(y))))
-
-    def e(i: int) -> np.ndarray:
-        v = np.zeros(n)
-        v[i] = 1.0
-        return v
-
-    rows = []
-    M, K = layout.M, layout.K
-    for k in range(M):
-        for l in range(k + 1, M):
-            if (abs(Q[k, k] - Q[k, l]) <= eq and abs(Q[l, l] - Q[k, l]) <= eq
-                    and float(np.max(np.abs(R[k] - R[l]))) <= eq
-                    and abs(w[k] - w[l]) <= 1e-13):
-                rows.append(e(layout.q_index(k, k)) - e(layout.q_index(k, l)))
-                rows.append(e(layout.q_index(l, l)) - e(layout.q_index(k, l)))
-                for j in range(M):
-                    if j not in (k, l):
-                        rows.append(e(layout.q_index(k, j)) - e(layout.q_index(l, j)))
-                for a in range(K):
-                    rows.append(e(layout.r_index(k, a)) - e(layout.r_index(l, a)))
-                if layout.train_weights:
-                    start = layout.alpha_slice().start
-                    rows.append(e(start + k) - e(start + l))
-    if float(np.max(np.abs(R))) <= 1e-300:
-        rows += [e(layout.r_index(k, a)) for k in range(M) for a in range(K)]
-    return np.array(rows) if rows else np.zeros((0, n))
-
-
-def subspace_basis(C: np.ndarray, B: np.ndarray) -> np.ndarray | None:
-    """Orthonormal basis (n_red, k) of ``{z : C B z = 0}`` (None if C has no rows)."""
-    if C.shape[0] == 0:
-        return None
-    Cz = C @ B
-    _, sv, Vt = np.linalg.svd(Cz)
-    rank = int(np.sum(sv > 1e-12 * max(1.0, float(sv[0]))))
-    N = Vt[rank:].T
-    return N if N.shape[1] else None
-
-
-def _polish_in_subspace(rhs: Callable, jac: Callable, y: np.ndarray, beta: float,
-                        theta: np.ndarray, B: np.ndarray, N: np.ndarray, tol: float,
-                        max_iter: int = 8) -> tuple[np.ndarray, float]:
-    """Newton on ``B^T f = 0`` with steps restricted to ``B N`` (the subspace stays exact)."""
-    best, best_res = y, math.inf
-    for _ in range(max_iter + 1):
-        f = evaluate_rhs(rhs, y, beta, theta)
-        if not np.all(np.isfinite(f)):
-            break
-        res = float(np.max(np.abs(f)))
-        if res < best_res:
-            best, best_res = y, res
-        if res < 1e-3 * tol:
-            break
-        Jr = restricted_jacobian(evaluate_jacobian(jac, y, beta, theta), B)
-        dxi = np.linalg.lstsq(Jr @ N, -(B.T @ f), rcond=1e-10)[0]
-        y = y + B @ (N @ dxi)
-    return best, best_res
-
-
 def snap_to_invariant(rhs: Callable, jac: Callable, layout: StateLayout, y: Any, beta: float,
                       theta: Any, tol: float = 1e-10, basis: np.ndarray | None = None
                       ) -> np.ndarray:
@@ -972,9 +549,9 @@ def snap_to_invariant(rhs: Callable, jac: Callable, layout: StateLayout, y: Any,
     # The merge threshold must stay near Newton's floor (|m_k - m_l|^2 ~ 1e-6): genuine fixed
     # points with nearly coinciding components exist (A = 15, beta = 1: |m_1 - m_2|^2 = 0.01,
     # stable), and a looser threshold moved them onto the coincident saddle next to them.
-    yc = _merge_coincident(y, layout, theta, 1e-5)
-    yr = _zero_R(y, layout, 1e-6)
-    ycr = _zero_R(yc, layout, 1e-6) if yc is not None else None
+    yc = merge_coincident(y, layout, theta, 1e-5)
+    yr = zero_R(y, layout, 1e-6)
+    ycr = zero_R(yc, layout, 1e-6) if yc is not None else None
     for cand in (ycr, yc, yr):
         if cand is None:
             continue
@@ -982,7 +559,7 @@ def snap_to_invariant(rhs: Callable, jac: Callable, layout: StateLayout, y: Any,
         N = subspace_basis(invariant_constraints(layout, cand, theta), B)
         if N is None:
             continue
-        cand, res = _polish_in_subspace(rhs, jac, cand, beta, theta, B, N, tol)
+        cand, res = polish_in_subspace(rhs, jac, cand, beta, theta, B, N, tol)
         if res < tol:
             return cand
     return y
@@ -1026,3 +603,4 @@ def _merge_degenerate(rhs: Callable, jac: Callable, sols: list[np.ndarray], hits
 def _replace(fp: FixedPoint, **changes: Any) -> FixedPoint:
     from dataclasses import replace
     return replace(fp, **changes)
+

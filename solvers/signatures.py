@@ -10,10 +10,16 @@ process; one typed with ``types.FunctionType`` is not):
 * ``jac(y, beta, theta, J)``: ``J[i, j] = d(dy_i/dt)/dy_j``; J (n, n).
 * ``objective(y, beta, theta) -> F`` up to terms independent of the state.
 
-User-supplied event predicates (``solvers.integrate.Event.predicate``) have the signature
+Event functions (every :class:`solvers.events.Event`, built-in or user-supplied, e.g.
+``Event.predicate``) have the signature
 
-* ``g(t, y, f, beta, params) -> float``: the event fires where g changes sign; t the time,
-  y (n,) the state, f (n,) = dy/dt, beta = beta(t), params the event's own parameters.
+* ``g(t, y, f, beta, params) -> float``: the event fires where g changes sign (crossing
+  events) or where g <= 0 (condition events); t the time, y (n,) the state, f (n,) = dy/dt,
+  beta = beta(t), params the event's own parameters (event contract: :mod:`solvers.events`).
+
+The structural type of a whole compiled model (structure, state names, these functions) is
+:class:`solvers.model.CompiledModelProtocol` (kept out of this module so that generated code,
+which imports it, stays free of other imports).
 """
 
 from numba import types

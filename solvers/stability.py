@@ -37,19 +37,24 @@ Re < -tol; the unstable dimension is the number with Re > tol), ``unstable`` (al
 ``non-hyperbolic`` (some |Re| <= tol and none > tol: linearisation inconclusive).  A state is
 reported ``stable=True`` only in the first case.
 
-This module never imports SymPy; it uses the structure (:class:`derivations.spec.ModelStructure`,
-plain Python) only for the index layout.
+The state layout is :class:`solvers.layout.StateLayout`; the subspace V and its basis are
+computed in :mod:`solvers.geometry` (:func:`~solvers.geometry.reduced_basis`,
+:func:`~solvers.geometry.restricted_jacobian`).  Both, and the evaluation helpers of
+:mod:`solvers.model`, are re-exported here under their former names.  This module never
+imports SymPy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from derivations.spec import ModelStructure
+from .geometry import null_space_of_T as _null_space_of_T  # noqa: F401 (former home)
+from .geometry import reduced_basis, restricted_jacobian
+from .layout import StateLayout
+from .model import evaluate_jacobian, evaluate_rhs
 
 __all__ = [
     "StateLayout",
@@ -60,198 +65,8 @@ __all__ = [
     "linear_stability",
     "evaluate_jacobian",
     "evaluate_rhs",
+    "spectrum",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# state layout
-# ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class StateLayout:
-    """Index bookkeeping of the reduced state and parameter vectors of one structure.
-
-    ``y = (Q_kl for k <= l row-major, R_ka row-major, alpha_k if train_weights)``;
-    theta ordered as :func:`derivations.spec.parameter_names`.
-    """
-
-    structure: ModelStructure
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.structure, ModelStructure):
-            raise ValueError("structure: must be a derivations.spec.ModelStructure")
-
-    @property
-    def K(self) -> int:
-        return self.structure.K
-
-    @property
-    def M(self) -> int:
-        return self.structure.M
-
-    @property
-    def train_weights(self) -> bool:
-        return self.structure.train_weights
-
-    @property
-    def state_names(self) -> list[str]:
-        return self.structure.state_names
-
-    @property
-    def parameter_names(self) -> list[str]:
-        return self.structure.parameter_names
-
-    @property
-    def n_state(self) -> int:
-        return self.structure.n_state
-
-    @property
-    def n_params(self) -> int:
-        return len(self.parameter_names)
-
-    @property
-    def n_q(self) -> int:
-        return self.M * (self.M + 1) // 2
-
-    def q_index(self, k: int, l: int) -> int:
-        """State index of Q_kl (0-based k, l; symmetric)."""
-        if k > l:
-            k, l = l, k
-        M = self.M
-        return k * M - k * (k - 1) // 2 + (l - k)
-
-    def r_index(self, k: int, a: int) -> int:
-        """State index of R_ka (0-based)."""
-        return self.n_q + k * self.K + a
-
-    def alpha_slice(self) -> slice:
-        """Slice of the alpha entries (empty if the weights are fixed)."""
-        start = self.n_q + self.M * self.K
-        return slice(start, start + (self.M if self.train_weights else 0))
-
-    def check_state(self, y: Any, name: str = "y") -> np.ndarray:
-        arr = np.ascontiguousarray(y, dtype=float)
-        if arr.shape != (self.n_state,):
-            raise ValueError(f"{name}: must have shape ({self.n_state},), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: must be finite (found NaN or inf)")
-        return arr
-
-    def check_theta(self, theta: Any, name: str = "theta") -> np.ndarray:
-        arr = np.ascontiguousarray(theta, dtype=float)
-        if arr.shape != (self.n_params,):
-            raise ValueError(f"{name}: must have shape ({self.n_params},) "
-                             f"({', '.join(self.parameter_names)}), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: must be finite (found NaN or inf)")
-        return arr
-
-    def unpack(self, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(Q (M, M) symmetric, R (M, K), alpha (M,) or None)`` from a state (n,)."""
-        from .ensemble import unpack_state
-        Q, R, alpha = unpack_state(self.state_names, y)
-        return Q, R.copy(), None if alpha is None else alpha.copy()
-
-    def pack(self, Q: Any, R: Any, alpha: Any = None) -> np.ndarray:
-        """State (n,) from Q (M, M), R (M, K) and alpha (M,) (zeros if None and trainable)."""
-        from .ensemble import pack_state
-        M, K = self.M, self.K
-        Q = np.asarray(Q, dtype=float)
-        R = np.asarray(R, dtype=float)
-        if Q.shape != (M, M):
-            raise ValueError(f"Q: must have shape ({M}, {M}), got {Q.shape}")
-        if R.shape != (M, K):
-            raise ValueError(f"R: must have shape ({M}, {K}), got {R.shape}")
-        if self.train_weights and alpha is None:
-            alpha = np.zeros(M)
-        return pack_state(self.state_names, 0.5 * (Q + Q.T), R,
-                          alpha if self.train_weights else None)
-
-    def T(self, theta: Any) -> np.ndarray:
-        """Target Gram matrix T (K, K) from theta."""
-        theta = np.asarray(theta, dtype=float)
-        names = self.parameter_names
-        K = self.K
-        T = np.empty((K, K))
-        for a in range(K):
-            for b in range(a, K):
-                T[a, b] = T[b, a] = theta[names.index(f"T_{a + 1}_{b + 1}")]
-        return T
-
-    def weights(self, y: Any, theta: Any) -> np.ndarray:
-        """Mixture weights w (M,): softmax(alpha) if trainable, else from theta."""
-        if self.train_weights:
-            a = np.asarray(y, dtype=float)[self.alpha_slice()]
-            e = np.exp(a - a.max())
-            return e / e.sum()
-        names = self.parameter_names
-        theta = np.asarray(theta, dtype=float)
-        return np.array([theta[names.index(f"w_{k + 1}")] for k in range(self.M)])
-
-    def fix_gauge(self, y: Any) -> np.ndarray:
-        """Representative of the gauge orbit with ``sum(alpha) = 0`` (copy)."""
-        y = np.array(y, dtype=float)
-        if self.train_weights:
-            sl = self.alpha_slice()
-            y[sl] -= y[sl].mean()
-        return y
-
-
-# ----------------------------------------------------------------------------------------
-# reduced basis and classification
-# ----------------------------------------------------------------------------------------
-
-def _null_space_of_T(T: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
-    """Orthonormal basis (K, K - rank) of the null space of the PSD matrix T."""
-    lam, U = np.linalg.eigh(0.5 * (T + T.T))
-    scale = max(1.0, float(np.max(np.abs(lam))) if lam.size else 1.0)
-    return U[:, lam <= rtol * scale]
-
-
-def reduced_basis(layout: StateLayout, theta: Any) -> np.ndarray:
-    """Orthonormal basis B (n, n_red) of ``V = {y : R N = 0, sum(alpha) = 0}``.
-
-    N (K, K - rank T) spans the null space of T.  ``n_red = n - M (K - rank T) - (1 if the
-    weights train)``.  For full-rank T and fixed weights B is the identity.
-    """
-    theta = layout.check_theta(theta)
-    n = layout.n_state
-    N = _null_space_of_T(layout.T(theta))
-    rows = []
-    # constraints: for each component k and null vector N_j: sum_a R_ka N_aj = 0
-    for k in range(layout.M):
-        for j in range(N.shape[1]):
-            c = np.zeros(n)
-            for a in range(layout.K):
-                c[layout.r_index(k, a)] = N[a, j]
-            rows.append(c)
-    if layout.train_weights:
-        c = np.zeros(n)
-        c[layout.alpha_slice()] = 1.0
-        rows.append(c)
-    if not rows:
-        return np.eye(n)
-    C = np.array(rows)
-    # orthonormal complement of the row space of C
-    _, sv, Vt = np.linalg.svd(C, full_matrices=True)
-    rank = int(np.sum(sv > 1e-12 * max(1.0, sv[0])))
-    B = Vt[rank:].T.copy()
-    # make the basis as close to coordinate axes as possible (stable, readable): for columns
-    # that can be coordinate vectors (unconstrained entries) use them exactly
-    free = [i for i in range(n) if np.all(np.abs(C[:, i]) < 1e-15)]
-    if free:
-        E = np.eye(n)[:, free]
-        P = B @ B.T                      # projector onto V
-        rest = P - E @ E.T               # projector onto V minus free coordinates
-        w, U = np.linalg.eigh(0.5 * (rest + rest.T))
-        extra = U[:, w > 0.5]
-        B = np.hstack([E, extra])
-    return np.ascontiguousarray(B)
-
-
-def restricted_jacobian(J: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``B^T J B`` (n_red, n_red): the Jacobian of the flow on the invariant subspace V."""
-    return B.T @ J @ B
 
 
 def classify_eigenvalues(eigenvalues: Any, tol: float = 1e-6) -> tuple[str, int, int]:
@@ -313,21 +128,6 @@ class Stability:
         return complex(self.eigenvalues[0]) if self.eigenvalues.size else complex(-np.inf)
 
 
-def evaluate_rhs(rhs: Callable, y: np.ndarray, beta: float, theta: np.ndarray) -> np.ndarray:
-    """``f(y)`` (n,) from a compiled ``rhs(y, beta, theta, out)``."""
-    out = np.empty(y.shape[0])
-    rhs(np.ascontiguousarray(y, dtype=float), float(beta), theta, out)
-    return out
-
-
-def evaluate_jacobian(jac: Callable, y: np.ndarray, beta: float, theta: np.ndarray) -> np.ndarray:
-    """``J = df/dy`` (n, n) from a compiled ``jac(y, beta, theta, J)``."""
-    n = y.shape[0]
-    J = np.empty((n, n))
-    jac(np.ascontiguousarray(y, dtype=float), float(beta), theta, J)
-    return J
-
-
 def spectrum(J_red: np.ndarray, B: np.ndarray, tol: float = 1e-6) -> Stability:
     """Eigen-decomposition and classification of a restricted Jacobian ``J_red = B^T J B``."""
     if J_red.size == 0:
@@ -357,5 +157,3 @@ def linear_stability(jac: Callable, y: Any, beta: float, theta: Any, *,
     J = evaluate_jacobian(jac, y, beta, theta)
     return spectrum(restricted_jacobian(J, basis), basis, tol)
 
-
-__all__.append("spectrum")

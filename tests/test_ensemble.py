@@ -11,28 +11,14 @@ import pytest
 import scipy.integrate
 from numba import njit
 
-from derivations.spec import (
-    ConstantSchedule,
-    ExponentialSchedule,
-    LinearSchedule,
-    ModelStructure,
-    PiecewiseConstantSchedule,
-    ProblemSpec,
-    TargetMixture,
-    VariationalFamily,
-    state_names,
-    symmetric_bimodal,
-)
-from solvers.ensemble import (
-    pack_state,
-    run_ensemble,
-    solve,
-    solve_ensemble,
-    state_layout,
-    unpack_state,
-)
+from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
+                              ModelStructure, PiecewiseConstantSchedule, ProblemSpec,
+                              TargetMixture, VariationalFamily, state_names, symmetric_bimodal)
+from solvers.ensemble import (pack_state, run_ensemble, solve, solve_ensemble, state_layout,
+                              unpack_state)
 from solvers.integrate import STATUS_EVENT, STATUS_SUCCESS, Event, integrate
 from solvers.signatures import JAC_SIG, RHS_SIG
+
 
 # ----------------------------------------------------------------------------------------
 # hand-written models
@@ -300,7 +286,7 @@ def test_solve_ensemble_k1():
     rng = np.random.default_rng(5)
     N = 50
     Q0 = rng.uniform(0.5, 2.0, N)
-    R0 = rng.normal(size=N)
+    R0 = rng.uniform(-2.0, 2.0, N)     # realisable: R0^2 < 4 < Q0 T = 9 Q0
     Y0 = {"Q": Q0[:, None, None], "R": R0[:, None, None]}
     t_eval = np.linspace(0, 3, 7)
     res = solve_ensemble(spec, k1_model(), Y0, 3.0, t_eval, rtol=1e-11, atol=1e-13,
@@ -422,7 +408,8 @@ def test_real_model_ensemble_matches_solve():
     rng = np.random.default_rng(11)
     N = 8
     Q = np.broadcast_to(Q_START, (N, 2, 2)).copy()
-    R = R_START[None] + 0.05 * rng.normal(size=(N, 2, 2))
+    u = 0.05 * rng.normal(size=(N, 2))
+    R = R_START[None] + np.stack([u, -u], axis=-1)   # mu_2 = -mu_1: realisable iff R_k2 = -R_k1
     Y0 = pack_state(model, Q, R)
     res = solve_ensemble(spec, model, Y0, 300.0, [50.0, 300.0], rtol=1e-9, atol=1e-11,
                          progress=False)

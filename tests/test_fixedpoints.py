@@ -25,13 +25,8 @@ from scipy.integrate import solve_ivp
 
 from derivations.codegen import compile_model
 from derivations.spec import symmetric_bimodal
-from solvers.fixedpoints import (
-    assign_modes,
-    find_fixed_points,
-    gram_min_eigenvalue,
-    label_state,
-    newton,
-)
+from solvers.fixedpoints import (assign_modes, find_fixed_points, gram_min_eigenvalue,
+                                 label_state, newton)
 from solvers.stability import StateLayout, classify_eigenvalues, reduced_basis
 
 A = 9.0
@@ -238,7 +233,7 @@ def test_reduced_basis_removes_unrealisable_directions(layout, theta):
     assert np.allclose(B.T @ B, np.eye(5))
     for k in range(2):
         c = np.zeros(7)
-        c[layout.r_index(k, 0)] = c[layout.r_index(k, 1)] = 1.0
+        c[layout.r_index[k, 0]] = c[layout.r_index[k, 1]] = 1.0
         assert np.allclose(c @ B, 0.0)
 
 
