@@ -72,16 +72,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from derivations.spec import ModelStructure, ProblemSpec, parameter_names
 
 from .fixedpoints import _model_parts, find_fixed_points, label_state, snap_to_invariant
-from .geometry import (gram_min_eigenvalue, invariant_constraints, reduced_basis,
-                       restricted_jacobian, subspace_basis)
+from .geometry import (
+    gram_min_eigenvalue,
+    invariant_constraints,
+    reduced_basis,
+    restricted_jacobian,
+    subspace_basis,
+)
 from .layout import StateLayout
 from .model import evaluate_jacobian, evaluate_rhs
 from .newton import newton
@@ -158,7 +164,7 @@ class ParameterMap:
             raise ValueError("name: A = T_11 needs T_11 > 0 in theta0")
 
     @classmethod
-    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None) -> "ParameterMap":
+    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None) -> ParameterMap:
         """Map around ``spec.theta()``; beta0 = ``beta`` or the spec's schedule value at t=0."""
         if not isinstance(spec, ProblemSpec):
             raise ValueError("spec: must be a ProblemSpec")

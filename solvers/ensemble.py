@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from numba import njit, prange, types
@@ -39,14 +40,33 @@ from derivations.spec import ProblemSpec
 
 from . import integrate as _integrate_module
 from .geometry import DEFAULT_PSD_TOL, check_realisable
-from .integrate import (CORE_DEPENDENCIES, N_INFO_F, N_INFO_I, STATUS_MESSAGES, _as_event,
-                        as_first_class, check_common, encode_schedule, integrate,
-                        integrate_core, null_jac, source_key)
-from .layout import StateLayout, pack_state, softmax, state_layout, unpack_state
-from .layout import _layout_of_names  # noqa: F401 (former home)
-from .layout import _names_tuple
-from .model import CompiledModelProtocol  # noqa: F401 (documented type of `model`)
-from .model import require_model
+from .integrate import (
+    CORE_DEPENDENCIES,
+    N_INFO_F,
+    N_INFO_I,
+    STATUS_MESSAGES,
+    _as_event,
+    as_first_class,
+    check_common,
+    encode_schedule,
+    integrate,
+    integrate_core,
+    null_jac,
+    source_key,
+)
+from .layout import (
+    StateLayout,
+    _layout_of_names,  # noqa: F401 (former home)
+    _names_tuple,
+    pack_state,
+    softmax,
+    state_layout,
+    unpack_state,
+)
+from .model import (
+    CompiledModelProtocol,  # noqa: F401 (documented type of `model`)
+    require_model,
+)
 from .signatures import JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
@@ -126,7 +146,7 @@ class EnsembleRun:
 
     t_eval: np.ndarray
     Z_final: np.ndarray
-    Z_traj: Optional[np.ndarray]
+    Z_traj: np.ndarray | None
     status: np.ndarray
     n_steps: np.ndarray
     n_rejected: np.ndarray
@@ -145,12 +165,12 @@ def _progress_enabled(progress: bool) -> bool:
         return False
 
 
-def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
+def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
                  jac: Any = None, schedule: Any = None, t_eval: Any = None,
                  method: str = "dopri5", rtol: float = 1e-8, atol: float = 1e-10,
-                 h: Optional[float] = None, h_max: float = math.inf,
+                 h: float | None = None, h_max: float = math.inf,
                  max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                 progress: bool = True, chunk_size: Optional[int] = None,
+                 progress: bool = True, chunk_size: int | None = None,
                  desc: str = "ensemble") -> EnsembleRun:
     """Integrate N initial conditions ``Y0`` (N, n) in parallel; Python driver of
     :func:`integrate_ensemble`.
@@ -242,11 +262,11 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: Tuple[float, float], theta: Any, *,
 _softmax = softmax   # former home (analysis.montecarlo imports it)
 
 
-def _names_of(names_or_model: Any) -> Tuple[str, ...]:
+def _names_of(names_or_model: Any) -> tuple[str, ...]:
     return _names_tuple(getattr(names_or_model, "state_names", names_or_model))
 
 
-def _weights(spec: ProblemSpec, alpha: Optional[np.ndarray], batch: Tuple[int, ...]) -> np.ndarray:
+def _weights(spec: ProblemSpec, alpha: np.ndarray | None, batch: tuple[int, ...]) -> np.ndarray:
     if alpha is not None:
         return softmax(alpha)
     return np.broadcast_to(spec.family.w, batch + (spec.family.M,)).copy()
@@ -279,17 +299,17 @@ class Trajectory:
     Q: np.ndarray
     R: np.ndarray
     w: np.ndarray
-    alpha: Optional[np.ndarray]
+    alpha: np.ndarray | None
     beta: np.ndarray
-    G: Optional[np.ndarray]
+    G: np.ndarray | None
     t_final: float
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    G_final: Optional[np.ndarray]
+    G_final: np.ndarray | None
     schedule: Any
-    state_names: Tuple[str, ...]
+    state_names: tuple[str, ...]
     status: int
     message: str
     t_event: float
@@ -319,20 +339,20 @@ class EnsembleResult:
     """
 
     t: np.ndarray
-    y: Optional[np.ndarray]
-    Q: Optional[np.ndarray]
-    R: Optional[np.ndarray]
-    w: Optional[np.ndarray]
-    alpha: Optional[np.ndarray]
+    y: np.ndarray | None
+    Q: np.ndarray | None
+    R: np.ndarray | None
+    w: np.ndarray | None
+    alpha: np.ndarray | None
     beta: np.ndarray
     y_final: np.ndarray
     Q_final: np.ndarray
     R_final: np.ndarray
     w_final: np.ndarray
-    alpha_final: Optional[np.ndarray]
-    G_final: Optional[np.ndarray]
+    alpha_final: np.ndarray | None
+    G_final: np.ndarray | None
     schedule: Any
-    state_names: Tuple[str, ...]
+    state_names: tuple[str, ...]
     status: np.ndarray
     t_final: np.ndarray
     t_event: np.ndarray
@@ -355,7 +375,7 @@ class EnsembleResult:
 
 
 def _check_model(spec: ProblemSpec, model: Any, need_jac: bool = False
-                 ) -> Tuple[StateLayout, np.ndarray]:
+                 ) -> tuple[StateLayout, np.ndarray]:
     """(layout, theta) of a spec and a model following :class:`CompiledModelProtocol`."""
     if not isinstance(spec, ProblemSpec):
         raise ValueError(f"spec: must be a ProblemSpec, got {type(spec).__name__}")
@@ -394,7 +414,7 @@ def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool, T: np.
 
 def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = None, *,
           t0: float = 0.0, n_points: int = 201, method: str = "dopri5", rtol: float = 1e-8,
-          atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
+          atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
           max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
           psd_tol: float = DEFAULT_PSD_TOL) -> Trajectory:
     """Integrate the reduced gradient flow of ``spec`` from ``y0`` over [t0, t_end].
@@ -446,9 +466,9 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
 
 def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval: Any = None,
                    *, t0: float = 0.0, method: str = "dopri5", rtol: float = 1e-8,
-                   atol: float = 1e-10, h: Optional[float] = None, h_max: float = math.inf,
+                   atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
                    max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-                   progress: bool = True, chunk_size: Optional[int] = None,
+                   progress: bool = True, chunk_size: int | None = None,
                    psd_tol: float = DEFAULT_PSD_TOL) -> EnsembleResult:
     """Integrate N initial conditions of the reduced gradient flow of ``spec`` in parallel.
 

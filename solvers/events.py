@@ -22,8 +22,9 @@ Built-in events
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Sequence, Tuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from numba import njit, types
@@ -44,7 +45,7 @@ KIND_CROSSING = 2    # fires on a sign change in the given direction, located on
 _KINDS = {"none": KIND_NONE, "condition": KIND_CONDITION, "crossing": KIND_CROSSING}
 
 #: Registry of event types: name -> :class:`Event` subclass.
-EVENTS: dict[str, type["Event"]] = {}
+EVENTS: dict[str, type[Event]] = {}
 #: Integer tag of each event type in encoded ``(code, params)`` pairs.
 EVENT_CODES: dict[str, int] = {}
 
@@ -174,7 +175,7 @@ class Event:
         raise NotImplementedError
 
     @classmethod
-    def decode(cls, params: np.ndarray) -> "Event":
+    def decode(cls, params: np.ndarray) -> Event:
         raise ValueError(f"event: {cls.name!r} cannot be given as a (code, params) pair "
                          f"(construct the Event)")
 
@@ -188,11 +189,11 @@ class Event:
 
     # ---- constructors of the built-in events (the historical API) -----------------------
     @classmethod
-    def none(cls) -> "Event":
+    def none(cls) -> Event:
         return NoEvent()
 
     @classmethod
-    def converged(cls, tol: float = 1e-8, beta_min: float = 1.0 - 1e-12) -> "Event":
+    def converged(cls, tol: float = 1e-8, beta_min: float = 1.0 - 1e-12) -> Event:
         """Stop once beta(t) >= beta_min and ``max_i |dy_i/dt| < tol``.
 
         The default waits for beta = 1; a schedule that settles at another final value (or
@@ -203,12 +204,12 @@ class Event:
         return ConvergedEvent(tol, beta_min)
 
     @classmethod
-    def threshold(cls, c: Sequence[float], c0: float = 0.0, direction: int = 0) -> "Event":
+    def threshold(cls, c: Sequence[float], c0: float = 0.0, direction: int = 0) -> Event:
         """Stop where ``c . y - c0`` crosses zero (direction +1 upward, -1 downward, 0 both)."""
         return ThresholdEvent(c, c0, direction)
 
     @classmethod
-    def predicate(cls, fn: Any, params: Sequence[float] = (), direction: int = 0) -> "Event":
+    def predicate(cls, fn: Any, params: Sequence[float] = (), direction: int = 0) -> Event:
         """Stop where the compiled ``fn(t, y, f, beta, params) -> float`` crosses zero.
 
         ``fn`` must be compiled for :data:`solvers.signatures.EVENT_SIG`, e.g.
@@ -235,7 +236,7 @@ class NoEvent(Event):
         return np.zeros(1)
 
     @classmethod
-    def decode(cls, params: np.ndarray) -> "Event":
+    def decode(cls, params: np.ndarray) -> Event:
         return cls()
 
 
@@ -267,7 +268,7 @@ class ConvergedEvent(Event):
         return np.array([self.tol, self.beta_min])
 
     @classmethod
-    def decode(cls, params: np.ndarray) -> "Event":
+    def decode(cls, params: np.ndarray) -> Event:
         if params.size not in (1, 2):
             raise ValueError("event: converged takes (tol,) or (tol, beta_min)")
         return cls(*params.tolist())
@@ -277,7 +278,7 @@ class ConvergedEvent(Event):
 class ThresholdEvent(Event):
     """``c . y - c0`` crosses zero in ``direction``."""
 
-    c: Tuple[float, ...] = ()
+    c: tuple[float, ...] = ()
     c0: float = 0.0
     direction: int = 0
     name: ClassVar[str] = "threshold"
@@ -304,7 +305,7 @@ class ThresholdEvent(Event):
         return np.array((self.c0,) + self.c)
 
     @classmethod
-    def decode(cls, params: np.ndarray) -> "Event":
+    def decode(cls, params: np.ndarray) -> Event:
         if params.size < 3:
             raise ValueError("event: threshold takes (c0, direction, c_1, ..., c_n)")
         d = float(params[1])
@@ -317,7 +318,7 @@ class PredicateEvent(Event):
     """A user-supplied compiled event function crosses zero in ``direction``."""
 
     fn: Any = None
-    params: Tuple[float, ...] = ()
+    params: tuple[float, ...] = ()
     direction: int = 0
     name: ClassVar[str] = "predicate"
     code: ClassVar[int] = 3
@@ -342,7 +343,7 @@ class PredicateEvent(Event):
         return np.array(self.params, dtype=float)
 
     @classmethod
-    def decode(cls, params: np.ndarray) -> "Event":
+    def decode(cls, params: np.ndarray) -> Event:
         raise ValueError("event: a predicate event needs its function (use Event.predicate)")
 
 

@@ -78,15 +78,26 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from .geometry import (StateSymmetry, find_symmetries, gram_min_eigenvalue,
-                       invariant_constraints, is_realisable, merge_coincident,
-                       project_to_subspace, realise, reduced_basis, restricted_jacobian,
-                       subspace_basis, zero_R)
+from .geometry import (
+    StateSymmetry,
+    find_symmetries,
+    gram_min_eigenvalue,
+    invariant_constraints,
+    is_realisable,
+    merge_coincident,
+    project_to_subspace,
+    realise,
+    reduced_basis,
+    restricted_jacobian,
+    subspace_basis,
+    zero_R,
+)
 from .geometry import factor_T as _factor_T  # noqa: F401 (former home)
 from .geometry import random_realisable_states as _random_realisable_states  # noqa: F401
 from .geometry import state_symmetry as _state_symmetry  # noqa: F401

@@ -57,7 +57,7 @@ import math
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from numba import njit, types
@@ -68,11 +68,34 @@ from . import events as _events_module
 from . import rk as _rk_module
 from . import schedule as _schedule_module
 from . import signatures as _signatures_module
-from .events import (EVENT_CODES, EVENTS, KIND_CONDITION, KIND_CROSSING, KIND_NONE,
-                     ConvergedEvent, EncodedEvent, Event, NoEvent, PredicateEvent,
-                     ThresholdEvent, encode_event, locate_crossing, null_event)
-from .rk import (beta_stage, copy_vector, dense_eval, err_norm, feval, initial_step,
-                 null_jac, rk_dense, rk_error, rk_step)
+from .events import (
+    EVENT_CODES,
+    EVENTS,
+    KIND_CONDITION,
+    KIND_CROSSING,
+    KIND_NONE,
+    ConvergedEvent,
+    EncodedEvent,
+    Event,
+    NoEvent,
+    PredicateEvent,
+    ThresholdEvent,
+    encode_event,
+    locate_crossing,
+    null_event,
+)
+from .rk import (
+    beta_stage,
+    copy_vector,
+    dense_eval,
+    err_norm,
+    feval,
+    initial_step,
+    null_jac,
+    rk_dense,
+    rk_error,
+    rk_step,
+)
 from .schedule import schedule_kinks
 from .signatures import EVENT_SIG, JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 from .tableaux import METHODS, IntegratorMethod, get_method
@@ -447,7 +470,7 @@ integrate_core = _build_integrate_core(source_key(*CORE_DEPENDENCIES))
 # Python layer
 # ----------------------------------------------------------------------------------------
 
-def encode_schedule(schedule: Any) -> Tuple[int, np.ndarray]:
+def encode_schedule(schedule: Any) -> tuple[int, np.ndarray]:
     """(code, params) from a schedule object, an already-encoded pair, or None (beta = 1)."""
     if schedule is None:
         return 0, np.array([1.0])
@@ -481,7 +504,7 @@ class _FirstClassFunction(CompileResultWAP):
         self._numba_type_ = numba_type
 
 
-_FIRST_CLASS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FIRST_CLASS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def as_first_class(fn: Any, sig: Any) -> Any:
@@ -517,8 +540,8 @@ def _check_positive(name: str, value: float) -> float:
 
 
 def check_common(t0: float, t_end: float, t_eval: Any, method: Any, rtol: float, atol: float,
-                 h: Optional[float], max_steps: int
-                 ) -> Tuple[float, float, np.ndarray, type[IntegratorMethod], float]:
+                 h: float | None, max_steps: int
+                 ) -> tuple[float, float, np.ndarray, type[IntegratorMethod], float]:
     """Validate the common integration arguments; returns (t0, t_end, t_eval, method class,
     h0).  ``method``: a name registered in :data:`METHODS` (or the method class)."""
     t0 = float(t0)
@@ -572,10 +595,10 @@ class Solution:
 
     t: np.ndarray
     y: np.ndarray
-    G: Optional[np.ndarray]
+    G: np.ndarray | None
     t_final: float
     y_final: np.ndarray
-    G_final: Optional[np.ndarray]
+    G_final: np.ndarray | None
     status: int
     message: str
     t_event: float
@@ -588,10 +611,10 @@ class Solution:
         return self.status >= 0
 
 
-def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
+def integrate(rhs: Any, y0: Any, t_span: tuple[float, float], theta: Any, *,
               jac: Any = None, schedule: Any = None, t_eval: Any = None,
               method: str = "dopri5", rtol: float = 1e-8, atol: float = 1e-10,
-              h: Optional[float] = None, h_max: float = math.inf, max_steps: int = 1_000_000,
+              h: float | None = None, h_max: float = math.inf, max_steps: int = 1_000_000,
               event: Any = None, tangent: bool = False) -> Solution:
     """Integrate ``dy/dt = rhs(y, beta(t); theta)`` over ``t_span = (t0, t_end)``.
 
@@ -659,7 +682,7 @@ def integrate(rhs: Any, y0: Any, t_span: Tuple[float, float], theta: Any, *,
                     n_rejected=int(info_i[2]), n_rhs=int(info_i[3]))
 
 
-def propagator(rhs: Any, jac: Any, y0: Any, t_span: Tuple[float, float], theta: Any,
+def propagator(rhs: Any, jac: Any, y0: Any, t_span: tuple[float, float], theta: Any,
                **kwargs: Any) -> Solution:
     """Tangent propagator ``G(t) = dy(t)/dy(t0)`` (n, n) along the trajectory from y0.
 

@@ -21,9 +21,10 @@ its parameter helpers refuse to run).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ __all__ = ["StateLayout", "state_layout", "pack_state", "unpack_state", "softmax
 
 @lru_cache(maxsize=128)
 def _indices(K: int, M: int, train_weights: bool
-             ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read-only index arrays (q_index (M, M) symmetric, r_index (M, K), alpha_index (M,))."""
     qi = np.empty((M, M), dtype=np.int64)
     i = 0
@@ -75,7 +76,7 @@ class StateLayout:
     names_only: bool = field(default=False, repr=False)
     q_index: np.ndarray = field(init=False, repr=False, compare=False)
     r_index: np.ndarray = field(init=False, repr=False, compare=False)
-    alpha_index: Optional[np.ndarray] = field(init=False, repr=False, compare=False)
+    alpha_index: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.structure, ModelStructure):
@@ -88,7 +89,7 @@ class StateLayout:
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
-    def from_names(cls, names: Sequence[str]) -> "StateLayout":
+    def from_names(cls, names: Sequence[str]) -> StateLayout:
         """Layout of canonical state names ``Q_k_l`` (k <= l), ``R_k_a``, ``alpha_k``."""
         return _layout_of_names(_names_tuple(names))
 
@@ -165,7 +166,7 @@ class StateLayout:
         return arr
 
     # ---- conversion ------------------------------------------------------------------------
-    def unpack(self, y: Any) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def unpack(self, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``y (..., n)`` -> ``(Q (..., M, M) symmetric, R (..., M, K), alpha (..., M) or None)``
         (new arrays)."""
         y = np.asarray(y, dtype=float)
@@ -308,7 +309,7 @@ def _layout_of_structure(structure: ModelStructure) -> StateLayout:
 
 
 def unpack_state(layout_or_names: Any, y: Any
-                 ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``y`` (..., n) -> ``(Q (..., M, M) symmetric, R (..., M, K), alpha (..., M) or None)``.
 
     ``layout_or_names``: anything :func:`state_layout` accepts."""

@@ -27,9 +27,10 @@ solver touches ``jac`` / ``objective`` only when it needs them.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class CompiledModelProtocol(Protocol):
     def rhs(self) -> Callable[..., None]: ...
 
     @property
-    def jac(self) -> Optional[Callable[..., None]]: ...
+    def jac(self) -> Callable[..., None] | None: ...
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ the analytic Jacobian) followed by Newton polishing steps.  A solution is accept
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

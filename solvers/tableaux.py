@@ -22,8 +22,9 @@ Built-in methods
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,7 +32,7 @@ __all__ = ["Tableau", "IntegratorMethod", "METHODS", "get_method", "Dopri5", "RK
            "DOPRI5_TABLEAU", "RK4_TABLEAU"]
 
 #: Registry of integrator methods: name -> :class:`IntegratorMethod` subclass.
-METHODS: dict[str, type["IntegratorMethod"]] = {}
+METHODS: dict[str, type[IntegratorMethod]] = {}
 
 
 def _vector(name: str, v: Any, S: int) -> np.ndarray:
@@ -109,7 +110,7 @@ class Tableau:
     def adaptive(self) -> bool:
         return self.error_order > 0
 
-    def order_conditions(self, up_to: Optional[int] = None) -> float:
+    def order_conditions(self, up_to: int | None = None) -> float:
         """Largest defect of the order conditions ``sum b_i c_i^(k-1) = 1/k`` (quadrature
         conditions, k = 1..min(order, up_to)); a cheap consistency check of the data."""
         p = self.order if up_to is None else min(self.order, up_to)

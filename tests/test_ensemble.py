@@ -11,14 +11,28 @@ import pytest
 import scipy.integrate
 from numba import njit
 
-from derivations.spec import (ConstantSchedule, ExponentialSchedule, LinearSchedule,
-                              ModelStructure, PiecewiseConstantSchedule, ProblemSpec,
-                              TargetMixture, VariationalFamily, state_names, symmetric_bimodal)
-from solvers.ensemble import (pack_state, run_ensemble, solve, solve_ensemble, state_layout,
-                              unpack_state)
+from derivations.spec import (
+    ConstantSchedule,
+    ExponentialSchedule,
+    LinearSchedule,
+    ModelStructure,
+    PiecewiseConstantSchedule,
+    ProblemSpec,
+    TargetMixture,
+    VariationalFamily,
+    state_names,
+    symmetric_bimodal,
+)
+from solvers.ensemble import (
+    pack_state,
+    run_ensemble,
+    solve,
+    solve_ensemble,
+    state_layout,
+    unpack_state,
+)
 from solvers.integrate import STATUS_EVENT, STATUS_SUCCESS, Event, integrate
 from solvers.signatures import JAC_SIG, RHS_SIG
-
 
 # ----------------------------------------------------------------------------------------
 # hand-written models

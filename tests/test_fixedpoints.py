@@ -25,8 +25,13 @@ from scipy.integrate import solve_ivp
 
 from derivations.codegen import compile_model
 from derivations.spec import symmetric_bimodal
-from solvers.fixedpoints import (assign_modes, find_fixed_points, gram_min_eigenvalue,
-                                 label_state, newton)
+from solvers.fixedpoints import (
+    assign_modes,
+    find_fixed_points,
+    gram_min_eigenvalue,
+    label_state,
+    newton,
+)
 from solvers.stability import StateLayout, classify_eigenvalues, reduced_basis
 
 A = 9.0

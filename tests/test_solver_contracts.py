@@ -14,8 +14,15 @@ import pytest
 from numba import njit
 from numba.core.dispatcher import Dispatcher
 
-from derivations.spec import (ConstantSchedule, ModelStructure, ProblemSpec, TargetMixture,
-                              VariationalFamily, parameter_names, state_names)
+from derivations.spec import (
+    ConstantSchedule,
+    ModelStructure,
+    ProblemSpec,
+    TargetMixture,
+    VariationalFamily,
+    parameter_names,
+    state_names,
+)
 from solvers import integrate as integrate_module
 from solvers.ensemble import solve, solve_ensemble
 from solvers.events import EVENT_CODES, EVENTS, Event
