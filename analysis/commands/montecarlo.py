@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, t_end=args.t_end, seed=args.seed,
         run_offset=args.run_offset, n_records=args.records,
         weight_threshold=args.weight_threshold, beta_tol=args.beta_tol,
-        relax_time=args.relax_time)
+        relax_time=args.relax_time, force=args.force)
     if args.threads is not None:
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))

@@ -66,7 +66,8 @@ class MonteCarloEstimator(CollapseEstimator):
         kw = {k: getattr(options, k) for k in ("eta", "n", "estimator", "optimizer", "t_end",
                                                 "weight_threshold")
               if getattr(options, k) is not None}
-        return MonteCarloConfig(d=d, seeds=seeds, seed=seed, run_offset=offset, **kw)
+        # the cost guard already ran in collapse_probability (or was forced there)
+        return MonteCarloConfig(d=d, seeds=seeds, seed=seed, run_offset=offset, force=True, **kw)
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: MonteCarloOptions) -> Cost:
         from ..montecarlo import default_t_end
