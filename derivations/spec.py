@@ -68,7 +68,26 @@ _SUM_TOL = 1e-9
 # validation helpers
 # ----------------------------------------------------------------------------------------
 
+def _is_not_a_number(x: Any) -> bool:
+    return isinstance(x, (bool, np.bool_, str, bytes))
+
+
 def _finite_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    # as in _finite_scalar: np.array(["0.5", True], dtype=float) converts both silently
+    if isinstance(value, np.ndarray):
+        bad = value.dtype.kind in "bSUO" and any(_is_not_a_number(x) for x in value.flat)
+    else:
+        stack, bad = [value], False
+        while stack and not bad:
+            item = stack.pop()
+            if isinstance(item, (list, tuple)):
+                stack.extend(item)
+            elif isinstance(item, np.ndarray):
+                stack.extend(item.tolist())
+            else:
+                bad = _is_not_a_number(item)
+    if bad or _is_not_a_number(value):
+        raise ValueError(f"{name}: must be a numeric array (an entry is a string or a bool)")
     try:
         arr = np.array(value, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -625,11 +644,11 @@ def schedule_from_dict(d: Any) -> ScheduleBase:
         raise ValueError(f"schedule: must be a JSON object, got {type(d).__name__}")
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in SCHEDULES:
+    if not isinstance(kind, str) or kind not in SCHEDULES:
         raise ValueError(f"schedule.kind: must be one of {sorted(SCHEDULES)}, got {kind!r}")
     cls = SCHEDULES[kind]
     names = [f.name for f in fields(cls)]
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(set(d) - set(names), key=str)
     if unknown:
         raise ValueError(f"schedule.{unknown[0]}: unknown field of the {kind} schedule "
                          f"(fields: {', '.join(names)})")
@@ -752,7 +771,9 @@ class ProblemSpec:
             if co.shape != (M, K):
                 raise ValueError(f"init.centre_overlaps: must have shape ({M}, {K}), got {co.shape}")
             joint = np.block([[self.target.T, co.T], [co, cg]])
-            _gram("init (joint Gram matrix of target means and centres)", joint)
+            # centre_gram and target.gram are PSD on their own here; a failure is the overlaps'
+            _gram("init.centre_overlaps (with target.gram and init.centre_gram, the joint "
+                  "Gram matrix of target means and centres)", joint)
 
     # -- derived views ---------------------------------------------------------------------
     @property
@@ -820,7 +841,7 @@ class ProblemSpec:
             raise ValueError(f"specification: must be a JSON object, got {type(d).__name__}")
         sections = {"target": TargetMixture, "family": VariationalFamily, "path": AnnealingPath,
                     "init": Initialisation}
-        unknown = sorted(set(d) - set(sections) - {"schedule"})
+        unknown = sorted(set(d) - set(sections) - {"schedule"}, key=str)
         if unknown:
             raise ValueError(f"specification: unknown section {unknown[0]!r} (sections: "
                              f"target, family, path, schedule, init)")
@@ -848,7 +869,7 @@ def _section(section_cls: type, name: str, d: Any) -> Any:
         raise ValueError(f"{name}: must be a JSON object, got {type(d).__name__}")
     fs = fields(section_cls)
     names = [f.name for f in fs]
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(set(d) - set(names), key=str)
     if unknown:
         raise ValueError(f"{name}.{unknown[0]}: unknown field (fields: {', '.join(names)})")
     missing = [f.name for f in fs if f.default is MISSING and f.default_factory is MISSING

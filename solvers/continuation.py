@@ -197,9 +197,21 @@ class ParameterMap:
             return (0.0, 1.0)
         return (0.0, math.inf)
 
-    def check(self, value: float, what: str = "value") -> float:
+    def check(self, value: float, what: str = "value", physical: bool = False) -> float:
+        """``value`` as a float if it lies in the admissible range, else a ValueError naming
+        ``what`` and the range.
+
+        The reduced equations are defined on the open ``domain`` (beta in (0, inf): a
+        continuation may step through beta = 1 to locate a branch point there).  With
+        ``physical=True`` beta is held to the problem's range (0, 1] instead (tempering
+        p^beta, beta = 1 the target itself), as a schedule's beta is.
+        """
         v = float(value)
         lo, hi = self.domain
+        if physical and self.name == "beta":
+            if not (lo < v <= 1.0):
+                raise ValueError(f"{what}: beta must lie in (0, 1], got {value!r}")
+            return v
         if not (lo < v < hi) or not math.isfinite(v):
             raise ValueError(f"{what}: {self.name} must lie in ({lo}, {hi}), got {value!r}")
         return v

@@ -29,6 +29,7 @@ CASES = [
     ("collapse --method separatrix --d 0", "--d"),
     ("collapse --method ode --draws 0", "--draws"),
     ("fixed-points --continue beta 0 1", "beta"),
+    ("fixed-points --continue beta 0.5 2", "--continue STOP"),
     ("fixed-points --continue A -1 5", "A"),
     ("fixed-points --continue s 0 2", "s"),
     ("fixed-points --seed -1", "--seed"),

@@ -393,10 +393,6 @@ def test_every_listed_corruption_of_one_spec_is_refused(spec: ProblemSpec) -> No
 
 
 # joint Gram matrix of (target means, centres) not PSD: |c_1 . mu_1| > |c_1| |mu_1|
-@pytest.mark.xfail(strict=True, reason="FINDING: the joint-PSD error of ProblemSpec says "
-                   "'init (joint Gram matrix of target means and centres)' and names neither "
-                   "init.centre_overlaps nor init.centre_gram (derivations/spec.py, "
-                   "ProblemSpec.__post_init__)")
 @settings(max_examples=10, **SETTINGS)
 @given(specs())
 def test_cauchy_schwarz_violating_overlap_names_centre_overlaps(spec: ProblemSpec) -> None:
@@ -409,10 +405,6 @@ def test_cauchy_schwarz_violating_overlap_names_centre_overlaps(spec: ProblemSpe
     _assert_names_field(bad, ["init.centre_overlaps", "init.centre_gram"], "overlap 1e3")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="FINDING: schedule_from_dict({'kind': [..]}) raises TypeError "
-                   "(unhashable type: 'list') from `kind not in SCHEDULES` instead of a "
-                   "ValueError naming schedule.kind (derivations/spec.py, schedule_from_dict)")
 @settings(max_examples=10, **SETTINGS)
 @given(specs(), st.sampled_from([[], ["linear"], {}, {"a": 1}]))
 def test_unhashable_schedule_kind_is_a_value_error(spec: ProblemSpec, kind) -> None:
@@ -433,10 +425,6 @@ def _numeric_array_fields(d: dict) -> list[tuple]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: _finite_array (derivations/spec.py) converts "
-                   "with np.array(value, dtype=float), so an entry given as a string ('0.5') or "
-                   "a bool inside an array field is silently accepted as a number, while the "
-                   "scalar validator _finite_scalar refuses bools and strings as mistakes")
 @settings(max_examples=20, **SETTINGS)
 @given(specs(), st.data())
 def test_string_entry_in_numeric_array_is_a_value_error(spec: ProblemSpec, data) -> None:

@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--continue: START and STOP must be numbers, got "
                                f"{args.cont[1]!r} {args.cont[2]!r}") from None
         pmap = ParameterMap.from_spec(spec, name, beta=beta)
-        pmap.check(start, "--continue START")
-        pmap.check(stop, "--continue STOP")
+        pmap.check(start, "--continue START", physical=True)
+        pmap.check(stop, "--continue STOP", physical=True)
         if start == stop:
             raise CommandError("--continue: STOP must differ from START")
     if args.plot is not None and args.cont is None:
