@@ -4,7 +4,14 @@
 class's docstring.  The built-in estimators register themselves when this package is imported:
 ``ode`` (theory ensemble), ``separatrix`` (sharp large-d formula), ``linear`` (linearised
 theory), ``montecarlo`` (real VI in R^d).
+
+Every other module of this package is imported here too, so a new estimator is one file in
+``analysis/estimators/`` (a ``@register_estimator`` class) plus its test: the registry, the
+``--method`` choices and the command-line flags pick it up with no edit elsewhere.
 """
+
+import importlib as _importlib
+import pkgutil as _pkgutil
 
 from .base import (
                    ESTIMATORS,
@@ -30,3 +37,9 @@ __all__ = ["ESTIMATORS", "MAX_BYTES", "MAX_SECONDS", "CollapseEstimator", "Colla
            "register_estimator", "default_ode_t_end", "is_antipodal_pair", "OdeEstimator",
            "SeparatrixEstimator", "LinearEstimator", "MonteCarloEstimator", "critical_angles",
            "separatrix_vs_d"]
+
+# the one-file extension point: import every module of the package (each registers itself)
+for _m in _pkgutil.iter_modules(__path__):
+    if not _m.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_m.name}")
+del _m
