@@ -22,6 +22,9 @@ CASES = [
     ("collapse --method separatrix --t-end nan", "--t-end"),
     ("montecarlo --d 100 --seeds 4 --schedule constant --t-end 20 --eta nan", "--eta"),
     ("montecarlo --d 100 --seeds 4 --schedule constant --t-end 20 --eta inf", "--eta"),
+    # an SGD step above the stability bound 2/L (L >= 1/(4 s) = 1/4 at s = 1): refused
+    ("montecarlo --d 10 --seeds 2 --t-end 1 --eta 9", "eta"),
+    ("collapse --method montecarlo --d 10 --draws 2 --t-end 1 --eta 9", "eta"),
     # out of the domain
     ("collapse --method separatrix --A -1", "--A"),
     ("collapse --method separatrix --schedule constant --beta 2", "beta"),

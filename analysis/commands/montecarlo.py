@@ -45,8 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--d", type=positive_int, default=1000, help="dimension (default 1000)")
     g.add_argument("--seeds", type=positive_int, default=100,
                    help="number of independent runs (default 100)")
-    g.add_argument("--eta", type=positive_float, default=0.02,
-                   help="step size; t = eta * steps (default 0.02)")
+    g.add_argument("--eta", type=positive_float, default=None,
+                   help="step size; t = eta * steps (default min(0.02, stable step / 10), "
+                        "analysis.mc_config.default_eta); a step above the stability bound "
+                        "is refused unless --force")
     g.add_argument("--n", type=positive_int, default=8,
                    help="reparameterised samples per component per step (default 8)")
     g.add_argument("--estimator", choices=("stl", "reparam"), default="stl",
@@ -78,8 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.montecarlo import MonteCarloConfig, ode_outcomes, simulate
-    from analysis.stats import collapse_fraction, compare_proportions
+    from analysis.montecarlo import MonteCarloConfig, compare_with_ode, simulate
 
     spec = spec_from_args(args)
     output_file("--out", args.out)
@@ -92,32 +93,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    from analysis.estimators.montecarlo import MonteCarloEstimator, MonteCarloOptions
-    MonteCarloEstimator().cost(spec, args.d, args.seeds, MonteCarloOptions(
-        eta=args.eta, n=args.n, t_end=args.t_end)).check(args.force, "montecarlo")
     progress = None if not args.no_progress else False
+    # simulate checks the step against the stability bound and the cost before allocating
     result = simulate(spec, config, progress=progress)
+    config = result.config
     summary = result.summary()
     if args.out:  # save the (possibly long) simulation before anything else can fail
         jpath, npath = result.save(args.out, summary)
         print(f"saved {jpath} and {npath}", file=sys.stderr)
     if args.compare_ode:
-        collapsed, mech = ode_outcomes(spec, result.Q0, result.R0, result.t_end,
-                                       weight_threshold=config.weight_threshold)
-        valid = (result.mechanism != 3)
-        ode = collapse_fraction(collapsed, valid=valid)
-        cmp = compare_proportions(result.fraction.k, result.fraction.n, ode.k, ode.n)
-        both = valid
-        summary["ode"] = {
-            "p": ode.p, "ci": list(ode.ci), "k": ode.k, "n": ode.n,
-            "comparison": cmp.to_dict(),
-            "agreement": float((result.collapsed[both] == collapsed[both]).mean())
-            if both.any() else None,
-            "note": "reduced ODE (gradient flow) from the same initial (Q(0), R(0)) as the "
-                    "d-dimensional runs, integrated to the same t_end",
-        }
-    if args.out and args.compare_ode:  # add the ODE comparison to the saved summary
-        result.save(args.out, summary)
+        summary["ode"] = compare_with_ode(spec, config, result)
+        if args.out:  # add the ODE comparison to the saved summary
+            result.save(args.out, summary)
     if args.json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
@@ -129,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['steps_per_second']:.1f} steps/s")
         print(f"mechanisms: {summary['mechanisms']}")
         print(f"t_end rule: {result.t_end_rule}; extensions: {result.extensions}; runs changed "
-              f"in the final window: {result.changed_final_window}")
+              f"in the final window: {result.changed_final_window}; undecided at t_end: "
+              f"{result.n_undecided}")
+        for note in result.notes:
+            print(f"note: {note}")
         if args.compare_ode:
             o = summary["ode"]
             print(f"reduced ODE from the same starts: {o['p']:.4f} [{o['ci'][0]:.4f}, "

@@ -84,17 +84,24 @@ class CollapseResult:
 
 @dataclass(frozen=True)
 class Cost:
-    """Up-front estimate of what a request needs: peak memory (bytes) and wall time (s)."""
+    """Up-front estimate of what a request needs: peak memory (bytes) and wall time (s).
+
+    ``refusal``: a reason other than size to refuse the request unless forced (e.g. an SGD
+    step above the stability bound), as the message of the ValueError naming the parameter.
+    """
 
     bytes: float
     seconds: float
     what: str = ""
+    refusal: str | None = None
 
     def check(self, force: bool, name: str) -> None:
         """Raise :class:`CostError` if the estimate exceeds :data:`MAX_BYTES` or
-        :data:`MAX_SECONDS` and ``force`` is not set."""
+        :data:`MAX_SECONDS`, or the request carries a ``refusal``, and ``force`` is not set."""
         if force:
             return
+        if self.refusal is not None:
+            raise CostError(f"{self.refusal} (--force)")
         if self.bytes > MAX_BYTES:
             raise CostError(f"{name}: the request needs about {_fmt_bytes(self.bytes)} of memory "
                             f"({self.what}), more than the limit {_fmt_bytes(MAX_BYTES)}; "

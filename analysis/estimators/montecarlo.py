@@ -26,7 +26,9 @@ __all__ = ["MonteCarloEstimator", "MonteCarloOptions"]
 
 @dataclass(frozen=True)
 class MonteCarloOptions(EstimatorOptions):
-    eta: float = field(default=0.02, metadata={"help": "SGD step; t = eta * steps"})
+    eta: float | None = field(default=None, metadata={
+        "help": "SGD step; t = eta * steps (default: analysis.mc_config.default_eta, "
+                "min(0.02, stable step / 10))"})
     n: int = field(default=8, metadata={"help": "samples per component per step"})
     estimator: str = field(default="stl", metadata={
         "help": "gradient estimator", "choices": ("stl", "reparam")})
@@ -42,7 +44,7 @@ class MonteCarloOptions(EstimatorOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.eta <= 0:
+        if self.eta is not None and self.eta <= 0:
             raise ValueError(f"eta: must be > 0, got {self.eta}")
         if self.n < 1:
             raise ValueError(f"n: must be >= 1, got {self.n}")
@@ -70,17 +72,21 @@ class MonteCarloEstimator(CollapseEstimator):
         return MonteCarloConfig(d=d, seeds=seeds, seed=seed, run_offset=offset, force=True, **kw)
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: MonteCarloOptions) -> Cost:
-        from ..montecarlo import default_t_end
-        M = spec.family.M
+        """The simulator's own estimate (:func:`analysis.mc_config.estimate_cost`), for the
+        largest chunk of runs held in memory at once."""
+        from ..mc_config import check_step, estimate_cost
+        cfg = self._config(spec, d, draws, 0, 0, options).resolved(spec)
         runs = min(draws, options.chunk or draws)
-        # means, optimiser state and one step's noise, per run in a chunk
-        mem = 8.0 * runs * M * d * (3 + options.n)
-        t_end = options.t_end or default_t_end(spec)
-        steps = math.ceil(t_end / options.eta)
-        # ~1 ns per normal per core on 2 cores dominates a step (benchmarks/bench_montecarlo)
-        seconds = steps * draws * M * options.n * d * 1e-9 / 2
-        return Cost(mem, seconds, f"seeds = {draws} runs of n = {options.n} samples, d = {d}, "
-                                  f"t_end = {t_end:g}: {steps} steps of eta = {options.eta:g}")
+        c = estimate_cost(spec, cfg, runs=runs)
+        refusal = None
+        if cfg.optimizer == "sgd":
+            try:
+                check_step(spec, cfg.eta)
+            except ValueError as exc:     # unstable steps run only when forced
+                refusal = str(exc)
+        return Cost(c.bytes, c.seconds,
+                    f"seeds = {draws} runs of n = {cfg.n} samples, d = {d}: {c.steps} steps "
+                    f"of eta = {cfg.eta:g} on {c.threads} threads", refusal)
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
                  executor: Executor | None, options: MonteCarloOptions) -> CollapseResult:
@@ -104,6 +110,9 @@ class MonteCarloEstimator(CollapseEstimator):
             options={**configs[0].to_dict(), "seeds": draws, "run_offset": 0,
                      "chunk": chunk},
             outcomes=collapsed, mechanisms=mech,
-            details={"t_end": float(results[0].t_end)},
+            details={"t_end": float(results[0].t_end),
+                     "n_undecided": int(sum(r.n_undecided for r in results)),
+                     "eta": float(results[0].config.eta)},
             notes=("SGD with finite step and samples: its noise adds overlap beyond the "
-                   "gradient flow",))
+                   "gradient flow",) + tuple(dict.fromkeys(
+                       n for r in results for n in r.notes)))
