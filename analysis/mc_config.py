@@ -98,7 +98,7 @@ from .classify import mechanism_counts
 from .mc_estimators import gradient_estimator
 from .mc_optimisers import optimiser
 from .stats import Proportion
-from .validate import fraction, positive_float, positive_int
+from .validate import format_bytes, format_seconds, fraction, positive_float, positive_int
 
 __all__ = ["MonteCarloConfig", "MonteCarloResult", "MonteCarloCost", "DEFAULT_ETA",
            "MAX_RELAX_TIME", "RELAX_FACTOR", "NS_PER_NORMAL", "stable_step", "default_eta",
@@ -400,24 +400,6 @@ def estimate_cost(spec: ProblemSpec, config: MonteCarloConfig, keep_means: bool 
                           normals_per_step=normals)
 
 
-def _fmt_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if b < 1024 or unit == "PiB":
-            return f"{b:.3g} {unit}"
-        b /= 1024
-    return f"{b:.3g} PiB"  # pragma: no cover
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.3g} s"
-    if s < 7200:
-        return f"{s / 60:.3g} min"
-    if s < 3 * 86400:
-        return f"{s / 3600:.3g} h"
-    return f"{s / 86400:.3g} days"
-
-
 def _culprit(pairs: list[tuple[str, float, float]]) -> str:
     """The parameter whose value is largest relative to its ordinary size."""
     return max(pairs, key=lambda p: p[1] / p[2])[0]
@@ -437,9 +419,9 @@ def check_cost(spec: ProblemSpec, config: MonteCarloConfig, keep_means: bool = F
     if cost.bytes > MAX_BYTES:
         name = _culprit([("d", cfg.d, 1000), ("seeds", runs or cfg.seeds, 100),
                          ("n", cfg.n, 8), ("n_records", cfg.n_records, 101)])
-        raise ValueError(f"{name}: the Monte Carlo needs about {_fmt_bytes(cost.bytes)} "
+        raise ValueError(f"{name}: the Monte Carlo needs about {format_bytes(cost.bytes)} "
                          f"({cost.bytes:.3g} bytes) of memory ({sizes}), more than the limit "
-                         f"{_fmt_bytes(MAX_BYTES)}; reduce {name} or pass force=True")
+                         f"{format_bytes(MAX_BYTES)}; reduce {name} or pass force=True")
     if cost.seconds > MAX_SECONDS:
         eta = cfg.eta if cfg.eta is not None else default_eta(spec)
         t_name = "t_end" if cfg.t_end is not None else "t_end (default rule)"
@@ -447,9 +429,9 @@ def check_cost(spec: ProblemSpec, config: MonteCarloConfig, keep_means: bool = F
                          ("d", cfg.d, 1000), ("n", cfg.n, 8)])
         raise ValueError(
             f"{name}: the Monte Carlo needs {cost.steps:.3g} steps of eta = {eta:g} for "
-            f"{sizes}, about {_fmt_seconds(cost.seconds)} ({cost.seconds:.3g} s at an "
+            f"{sizes}, about {format_seconds(cost.seconds)} ({cost.seconds:.3g} s at an "
             f"optimistic {NS_PER_NORMAL * 1e9:g} ns per Gaussian number on {cost.threads} "
-            f"thread(s)), more than the limit {_fmt_seconds(MAX_SECONDS)}; reduce {name} or "
+            f"thread(s)), more than the limit {format_seconds(MAX_SECONDS)}; reduce {name} or "
             f"pass force=True")
     return cost
 

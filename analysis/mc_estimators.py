@@ -51,6 +51,7 @@ from numba import njit
 from derivations.spec import ProblemSpec, require_spec
 
 from .mc_random import FASTMATH
+from .registry import CodeRegistry
 
 __all__ = ["GradientEstimator", "GRADIENT_ESTIMATORS", "register_gradient_estimator",
            "gradient_estimator", "STL", "REPARAM", "WORK_ROWS", "grad_from_noise", "qr_stats",
@@ -86,30 +87,18 @@ class GradientEstimator:
     score_buffer: bool = False
 
 
-#: Name -> :class:`GradientEstimator`.
-GRADIENT_ESTIMATORS: dict[str, GradientEstimator] = {}
+#: Name -> :class:`GradientEstimator` (:class:`analysis.registry.CodeRegistry`).
+GRADIENT_ESTIMATORS: CodeRegistry[GradientEstimator] = CodeRegistry("estimator", GradientEstimator)
 
 
 def register_gradient_estimator(est: GradientEstimator) -> GradientEstimator:
     """Add ``est`` to :data:`GRADIENT_ESTIMATORS` (name and code must be new)."""
-    if not isinstance(est, GradientEstimator):
-        raise ValueError(f"estimator: must be a GradientEstimator, got {type(est).__name__}")
-    old = GRADIENT_ESTIMATORS.get(est.name)
-    if old is not None and old != est:
-        raise ValueError(f"estimator: {est.name!r} is registered already")
-    if any(e.code == est.code and e.name != est.name for e in GRADIENT_ESTIMATORS.values()):
-        raise ValueError(f"estimator: code {est.code} is taken")
-    GRADIENT_ESTIMATORS[est.name] = est
-    return est
+    return GRADIENT_ESTIMATORS.register(est)
 
 
 def gradient_estimator(name: Any) -> GradientEstimator:
     """The registered estimator called ``name``, or a ValueError naming ``estimator``."""
-    if isinstance(name, GradientEstimator):
-        return name
-    if not isinstance(name, str) or name not in GRADIENT_ESTIMATORS:
-        raise ValueError(f"estimator: must be one of {tuple(GRADIENT_ESTIMATORS)}, got {name!r}")
-    return GRADIENT_ESTIMATORS[name]
+    return GRADIENT_ESTIMATORS.lookup(name)
 
 
 STL_CODE = 0

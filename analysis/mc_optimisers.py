@@ -25,6 +25,7 @@ from numba import njit, prange
 
 from .mc_estimators import REPARAM_CODE, WORK_ROWS, _axpy, grad_from_noise, qr_stats
 from .mc_random import FASTMATH, draw_normals
+from .registry import CodeRegistry
 
 __all__ = ["Optimiser", "OPTIMISERS", "register_optimiser", "optimiser", "SGD", "ADAM",
            "sgd_block"]
@@ -53,30 +54,18 @@ class Optimiser:
     moments: bool = False
 
 
-#: Name -> :class:`Optimiser`.
-OPTIMISERS: dict[str, Optimiser] = {}
+#: Name -> :class:`Optimiser` (:class:`analysis.registry.CodeRegistry`).
+OPTIMISERS: CodeRegistry[Optimiser] = CodeRegistry("optimizer", Optimiser)
 
 
 def register_optimiser(opt: Optimiser) -> Optimiser:
     """Add ``opt`` to :data:`OPTIMISERS` (name and code must be new)."""
-    if not isinstance(opt, Optimiser):
-        raise ValueError(f"optimizer: must be an Optimiser, got {type(opt).__name__}")
-    old = OPTIMISERS.get(opt.name)
-    if old is not None and old != opt:
-        raise ValueError(f"optimizer: {opt.name!r} is registered already")
-    if any(o.code == opt.code and o.name != opt.name for o in OPTIMISERS.values()):
-        raise ValueError(f"optimizer: code {opt.code} is taken")
-    OPTIMISERS[opt.name] = opt
-    return opt
+    return OPTIMISERS.register(opt)
 
 
 def optimiser(name: Any) -> Optimiser:
     """The registered optimiser called ``name``, or a ValueError naming ``optimizer``."""
-    if isinstance(name, Optimiser):
-        return name
-    if not isinstance(name, str) or name not in OPTIMISERS:
-        raise ValueError(f"optimizer: must be one of {tuple(OPTIMISERS)}, got {name!r}")
-    return OPTIMISERS[name]
+    return OPTIMISERS.lookup(name)
 
 
 SGD_CODE = 0

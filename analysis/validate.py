@@ -14,7 +14,8 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["positive_int", "finite_float", "positive_float", "fraction"]
+__all__ = ["positive_int", "finite_float", "positive_float", "fraction", "format_bytes",
+           "format_seconds"]
 
 
 def _is_bool(v: Any) -> bool:
@@ -57,3 +58,27 @@ def fraction(name: str, v: Any) -> float:
     if not 0.0 <= x <= 1.0:          # False for NaN
         raise ValueError(f"{name}: must be a number in [0, 1], got {v!r}")
     return x
+
+
+# ----------------------------------------------------------------------------------------
+# sizes in messages (cost guards)
+# ----------------------------------------------------------------------------------------
+
+def format_bytes(b: float) -> str:
+    """``b`` bytes with a binary unit, three significant digits: ``"1.5 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if b < 1024:
+            return f"{b:.3g} {unit}"
+        b /= 1024
+    return f"{b:.3g} PiB"
+
+
+def format_seconds(s: float) -> str:
+    """``s`` seconds in s, min, h or days, three significant digits."""
+    if s < 120:
+        return f"{s:.3g} s"
+    if s < 7200:
+        return f"{s / 60:.3g} min"
+    if s < 3 * 86400:
+        return f"{s / 3600:.3g} h"
+    return f"{s / 86400:.3g} days"

@@ -57,3 +57,41 @@ def test_progress_bar():
     bar.update(3)
     assert bar.n == 3
     bar.close()
+
+
+def test_sizes_in_messages():
+    from analysis.validate import format_bytes, format_seconds
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(3 * 2 ** 30) == "3 GiB"
+    assert format_bytes(2 ** 60) == "1.02e+03 PiB"
+    assert format_seconds(90) == "90 s"
+    assert format_seconds(600) == "10 min"
+    assert format_seconds(7200) == "2 h"
+    assert format_seconds(10 * 86400) == "10 days"
+
+
+def test_code_registry_rules():
+    from dataclasses import dataclass
+
+    from analysis.registry import CodeRegistry
+
+    @dataclass(frozen=True)
+    class Entry:
+        name: str
+        code: int
+
+    reg = CodeRegistry("thing", Entry)
+    a = reg.register(Entry("a", 0))
+    assert reg.register(Entry("a", 0)) is not None and list(reg) == ["a"]
+    assert reg.lookup("a") is a and reg.lookup(a) is a
+    with pytest.raises(ValueError, match="thing: 'a' is registered already"):
+        reg.register(Entry("a", 1))
+    with pytest.raises(ValueError, match="thing: code 0 is taken"):
+        reg.register(Entry("b", 0))
+    with pytest.raises(ValueError, match="thing: must be an Entry"):
+        reg.register(("c", 2))
+    with pytest.raises(ValueError, match=r"thing: must be one of \('a',\), got 'z'"):
+        reg.lookup("z")
+    with pytest.raises(ValueError, match="thing: must be one of"):
+        reg.lookup(["a"])

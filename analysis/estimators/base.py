@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 from derivations.spec import ProblemSpec
 
+from ..validate import format_bytes, format_seconds
+
 __all__ = ["CollapseResult", "CollapseEstimator", "EstimatorOptions", "Cost", "ESTIMATORS",
            "register_estimator", "get_estimator", "parse_options", "CostError",
            "MAX_BYTES", "MAX_SECONDS"]
@@ -103,35 +105,17 @@ class Cost:
         if self.refusal is not None:
             raise CostError(f"{self.refusal} (--force)")
         if self.bytes > MAX_BYTES:
-            raise CostError(f"{name}: the request needs about {_fmt_bytes(self.bytes)} of memory "
-                            f"({self.what}), more than the limit {_fmt_bytes(MAX_BYTES)}; "
+            raise CostError(f"{name}: the request needs about {format_bytes(self.bytes)} of memory "
+                            f"({self.what}), more than the limit {format_bytes(MAX_BYTES)}; "
                             "reduce it or pass force=True (--force)")
         if self.seconds > MAX_SECONDS:
-            raise CostError(f"{name}: the request needs about {_fmt_seconds(self.seconds)} "
-                            f"({self.what}), more than the limit {_fmt_seconds(MAX_SECONDS)}; "
+            raise CostError(f"{name}: the request needs about {format_seconds(self.seconds)} "
+                            f"({self.what}), more than the limit {format_seconds(MAX_SECONDS)}; "
                             "reduce it or pass force=True (--force)")
 
 
 class CostError(ValueError):
     """A request refused for its estimated cost (a ValueError: bad input, named)."""
-
-
-def _fmt_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if b < 1024 or unit == "PiB":
-            return f"{b:.3g} {unit}"
-        b /= 1024
-    return f"{b:.3g} PiB"  # pragma: no cover
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.3g} s"
-    if s < 7200:
-        return f"{s / 60:.3g} min"
-    if s < 172800:
-        return f"{s / 3600:.3g} h"
-    return f"{s / 86400:.3g} days"
 
 
 @dataclass(frozen=True)
