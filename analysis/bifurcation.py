@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from derivations.spec import ModelStructure
 from solvers.continuation import BifurcationDiagram, Branch
-from solvers.stability import StateLayout
+from solvers.layout import StateLayout, state_layout
 
 __all__ = ["summary_values", "plot_bifurcation", "LABEL_COLOURS", "MARKERS"]
 
@@ -53,14 +52,10 @@ _BUILTIN = ("collapse", "split", "norm_R")
 
 
 def _layout_from_names(state_names: Sequence[str]) -> StateLayout:
-    names = list(state_names)
-    M = sum(1 for n in names if n.startswith("Q_") and n.split("_")[1] == n.split("_")[2])
-    K = sum(1 for n in names if n.startswith("R_1_"))
-    tw = any(n.startswith("alpha_") for n in names)
-    layout = StateLayout(ModelStructure(K, M, tw))
-    if layout.state_names != names:
-        raise ValueError("state_names: not the state layout of any (K, M) structure")
-    return layout
+    try:
+        return state_layout(list(state_names))
+    except ValueError:
+        raise ValueError("state_names: not the state layout of any (K, M) structure") from None
 
 
 def summary_values(Y: Any, summary: Summary, state_names: Sequence[str]) -> np.ndarray:

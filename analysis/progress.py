@@ -25,11 +25,12 @@ def stderr_is_terminal() -> bool:
 
 
 def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool | None = None,
-                 initial: int = 0) -> Any:
+                 initial: int = 0, leave: bool = False) -> Any:
     """A tqdm bar on stderr of ``total`` units (``initial`` done already), or None.
 
     enabled : True (always), False (never), None (only if stderr is a terminal, so that logs
         and pipes stay clean).
+    leave : keep the final state of the bar on the terminal when it closes.
     """
     if enabled is None:
         enabled = stderr_is_terminal()
@@ -40,4 +41,4 @@ def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool | None =
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return None
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr,
-                leave=False, dynamic_ncols=True)
+                leave=leave, dynamic_ncols=True)

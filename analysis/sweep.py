@@ -118,6 +118,8 @@ import numpy as np
 
 from derivations.atomic import TMP_PREFIX, atomic_write
 
+from .progress import progress_bar
+
 __all__ = ["Sweep", "TaskOutput", "Cell", "SweepResult", "LabelledSweep", "run_sweep", "load_sweep",
            "load", "cell_seed", "collect_versions", "SWEEP_FORMAT", "CELL_FORMAT"]
 
@@ -627,12 +629,23 @@ def _run_cell(task: Task, params: dict, seed: int) -> tuple[TaskOutput, dict]:
     return out, info
 
 
-def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-    stream = sys.stderr
-    disable = not enabled or not (hasattr(stream, "isatty") and stream.isatty())
-    return tqdm(total=total, initial=initial, desc=desc, unit="cell", file=stream,
-                disable=disable, dynamic_ncols=True)
+class _Bar:
+    """:func:`analysis.progress.progress_bar` (only on a terminal), or a no-op if none."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
+        self._bar = progress_bar(total, desc, unit="cell", enabled=None if enabled else False,
+                                 initial=initial, leave=True)
+
+    def update(self, k: int) -> None:
+        if self._bar is not None:
+            self._bar.update(k)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, executor: Executor | None = None, *,
@@ -707,7 +720,7 @@ def run_sweep(sweep: Sweep, out_dir: str | os.PathLike, executor: Executor | Non
         failed[cell.flat] = _write_failure(cells_dir, sweep.name, cell, exc)
 
     n_done = sweep.n_cells - len(todo)
-    with _progress_bar(sweep.n_cells, n_done, sweep.name, progress) as bar:
+    with _Bar(sweep.n_cells, n_done, sweep.name, progress) as bar:
         if executor is None:
             for cell in todo:
                 try:
