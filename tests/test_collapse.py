@@ -34,6 +34,22 @@ def test_separatrix_agrees_with_ode_ensemble(schedule):
         assert sep.ci[1] - sep.ci[0] < 0.2 * (hi - lo)   # numerical error << sampling error
 
 
+def test_separatrix_at_small_d_stays_realisable():
+    """d < chi_max^2 = 81: Rayleigh amplitudes up to 9 eps0 would exceed |u| = sigma_init
+    sqrt(A) (no vectors realise them); the table stops there and the Rayleigh mass beyond,
+    exp(-d/2), enters the error bound.  At d = 20 (mass 4.5e-5) the value must still fall in
+    the ode ensemble's 99% Wilson interval."""
+    spec = symmetric_bimodal(9.0, NO_ANNEALING)
+    small = collapse_probability(spec, 4, "separatrix")
+    assert 0 <= small.p <= 1
+    assert small.details["error_bound"] >= np.exp(-4 / 2)
+    assert any("realisable" in n for n in small.notes)
+    sep = collapse_probability(spec, 20, "separatrix")
+    ode = collapse_probability(spec, 20, "ode", draws=3000, seed=21)
+    lo, hi = wilson_interval(ode.k, ode.n, 0.99)
+    assert lo <= sep.p <= hi, (ode.p, (lo, hi), sep.p)
+
+
 def test_ode_without_annealing_is_far_below_no_repulsion_value():
     # without the entropy's repulsion the two components would pick modes independently: 1/2
     res = collapse_probability(symmetric_bimodal(9.0, NO_ANNEALING), 1000, "ode", draws=2000,

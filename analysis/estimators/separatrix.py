@@ -150,7 +150,13 @@ def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade:
     """Separatrix estimate for many dimensions from ONE table of critical angles.
 
     theta_c(eps) does not depend on d; only ``eps0 = sigma_init sqrt(A/d)`` does.  The eps
-    grid (log-spaced, ``n_eps_per_decade``) covers ``eps0(d) [chi_min, chi_max]`` for every d.
+    grid (log-spaced, ``n_eps_per_decade``) covers ``eps0(d) [chi_min, chi_max]`` for every d,
+    but stops at the largest realisable amplitude ``eps_max = sigma_init sqrt(A)``: with
+    ``Q = sigma_init^2 I`` and ``R_k1 = u_k`` the joint Gram matrix is PSD iff
+    ``|u|^2 <= sigma_init^2 A``, i.e. ``chi <= sqrt(d)``.  Beyond the table's last amplitude
+    theta_c is held at its last value; since ``0 <= 2 theta_c / pi <= 1`` this changes p by at
+    most the Rayleigh mass beyond it, ``exp(-chi_edge^2 / 2)``, which the error bound includes
+    (negligible for d >= chi_max^2 = 81; the large-d formula is meant for d >> 1 anyway).
     Returns (p (len(ds),), error bound (len(ds),), table with eps, theta_c, monotone).
     """
     ds = np.asarray(ds, dtype=float)
@@ -158,14 +164,19 @@ def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade:
         raise ValueError("ds: must be a non-empty 1-D array of finite dimensions >= 1")
     A = spec.target.T[0, 0]
     eps0 = spec.init.sigma_init * np.sqrt(A / ds)
-    lo, hi = eps0.min() * chi_min, eps0.max() * chi_max
+    eps_max = spec.init.sigma_init * math.sqrt(A) * (1.0 - 1e-9)   # |u| realisable
+    lo, hi = eps0.min() * chi_min, min(eps0.max() * chi_max, eps_max)
+    if not lo < hi:
+        raise ValueError(f"ds: d = {ds.max():g} leaves no realisable amplitude above "
+                         f"chi_min eps0 (chi_min = {chi_min:g} > sqrt(d))")
     n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
     eps = np.geomspace(lo, hi, n_eps)
     theta_c, monotone = critical_angles(spec, eps, t_end=t_end, tol=tol, n_coarse=n_coarse)
     log_eps = np.log(eps)
     p = np.array([_rayleigh_average(e, log_eps, theta_c) for e in eps0])
     p_half = np.array([_rayleigh_average(e, log_eps[::2], theta_c[::2]) for e in eps0])
-    err = np.abs(p - p_half) + 2.0 * tol / math.pi
+    tail = np.exp(-0.5 * np.minimum(hi / eps0, chi_max) ** 2)   # Rayleigh mass past the table
+    err = np.abs(p - p_half) + 2.0 * tol / math.pi + tail
     return p, err, {"eps": eps, "theta_c": theta_c, "monotone": monotone}
 
 
@@ -230,6 +241,9 @@ class SeparatrixEstimator(CollapseEstimator):
         p, err = float(p_arr[0]), float(err_arr[0])
         eps0 = spec.init.sigma_init * math.sqrt(spec.target.T[0, 0] / d)
         notes = ["large-d formula: Q(0) fluctuations of order d^-1/2 are neglected",
+                 *(["d < chi_max^2: the amplitudes stop at the realisable |u| = sigma_init "
+                    "sqrt(A) (chi = sqrt(d)); the Rayleigh mass beyond is in the error bound"]
+                   if d < options.chi_max ** 2 else []),
                  "ci is a numerical error bound (bisection + interpolation), not a sampling "
                  "interval"]
         return CollapseResult(
