@@ -28,7 +28,6 @@ State layout: :class:`solvers.layout.StateLayout` (``Q_k_l`` for k <= l row-majo
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +66,7 @@ from .model import (
     CompiledModelProtocol,  # noqa: F401 (documented type of `model`)
     require_model,
 )
+from .progress import progress_bar, stderr_is_terminal
 from .signatures import JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 
 __all__ = [
@@ -157,12 +157,7 @@ class EnsembleRun:
 
 
 def _progress_enabled(progress: bool) -> bool:
-    if not progress:
-        return False
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):
-        return False
+    return bool(progress) and stderr_is_terminal()
 
 
 def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
@@ -230,10 +225,7 @@ def run_ensemble(rhs: Any, Y0: Any, t_span: tuple[float, float], theta: Any, *,
 
     rhs_fc = as_first_class(rhs, RHS_SIG)
     jac_fc = as_first_class(jac_fn, JAC_SIG)
-    bar = None
-    if show:
-        from tqdm import tqdm
-        bar = tqdm(total=N, desc=desc, file=sys.stderr, unit="traj")
+    bar = progress_bar(N, desc, unit="traj", enabled=None if show else False, leave=True)
     try:
         for a in range(0, N, chunk_size):
             b = min(N, a + chunk_size)
