@@ -12,7 +12,11 @@ section 2, one section per block, each under a comment ``# --- <block>``:
   ``dG_k_l_d<y>``, structurally zero ones omitted), then the rows of J by the product rule
   through G and H (``d(dQ/dt)/dy``, ``d(dR/dt)/dy``) and ``d(dalpha/dt)/dy``; J is zeroed
   first when some entries vanish identically;
-* ``objective(y, beta, theta)``: F without its state-independent constant.
+* ``objective(y, beta, theta)``: F without its state-independent constant;
+* ``gradient(y, beta, theta, G, H, dF_dalpha)``: the chain-rule matrices themselves, for the
+  finite-step maps (``solvers.gd``): the G and H blocks as in ``rhs``, then the outputs
+  ``G`` (M x M, both triangles), ``H`` (M x K) and ``dF_dalpha = dF/dalpha`` (M,; length 0 and
+  untouched for fixed weights).  With them ``grad_{m_k} F = sum_l G_kl m_l + sum_a H_ka mu_a``.
 
 Pipeline:
 
@@ -69,9 +73,11 @@ __all__ = ["CODEGEN_VERSION", "CompiledModel", "NumbaPrinter", "cache_dir", "com
 #: Bump when the generated code changes shape (part of the cache key).
 CODEGEN_VERSION = "2"
 
-_KIND_SIGNATURE = {"rhs": "RHS_SIG", "jac": "JAC_SIG", "objective": "OBJ_SIG"}
+_KIND_SIGNATURE = {"rhs": "RHS_SIG", "jac": "JAC_SIG", "objective": "OBJ_SIG",
+                   "gradient": "GRAD_SIG"}
 _KIND_DEF = {"rhs": "def rhs(y, beta, theta, out):", "jac": "def jac(y, beta, theta, J):",
-             "objective": "def objective(y, beta, theta):"}
+             "objective": "def objective(y, beta, theta):",
+             "gradient": "def gradient(y, beta, theta, G, H, dF_dalpha):"}
 #: Modules generated code may use: the printer's record of what it printed must stay inside.
 _ALLOWED_MODULES = ("math", "numpy", "solvers.quadrature")
 
@@ -200,6 +206,17 @@ def _blocks(model: ReducedModel, kind: str) -> list[_Block]:
     n_q, n_r = len(ode_q), len(ode_r)
     blocks = [_named("G = dF/dQ + dF/dQ^T (symmetric: upper triangle)", g_def),
               _named("H = dF/dR", h_def)]
+    if kind == "gradient":
+        blocks.append(_Block(
+            "outputs: G (M x M, both triangles) and H (M x K)",
+            [f"G[{k}, {l}]" for k in range(M) for l in range(M)]
+            + [f"H[{k}, {a}]" for k in range(M) for a in range(K)],
+            [G[k, l] for k in range(M) for l in range(M)]
+            + [H[k, a] for k in range(M) for a in range(K)]))
+        if dalpha:
+            blocks.append(_Block("dF/dalpha", [f"dF_dalpha[{k}]" for k in range(M)],
+                                 [-e for e in dalpha]))
+        return blocks
     if kind == "rhs":
         blocks += [
             _Block("dQ/dt = -(G Q + Q G^T + H R^T + R H^T)",
@@ -419,9 +436,10 @@ def _function_body(blocks: Sequence[_Block], printer: NumbaPrinter
 def generate_source(model: ReducedModel, kind: str) -> str:
     """Source of a module defining one compiled function of ``model``.
 
-    ``kind`` is ``"rhs"`` (``rhs(y, beta, theta, out)``), ``"jac"`` (``jac(y, beta, theta, J)``)
-    or ``"objective"`` (``objective(y, beta, theta) -> F`` without the state-independent
-    constant).  Signatures: ``solvers.signatures``.  Layout of the body: the module docstring.
+    ``kind`` is ``"rhs"`` (``rhs(y, beta, theta, out)``), ``"jac"`` (``jac(y, beta, theta, J)``),
+    ``"objective"`` (``objective(y, beta, theta) -> F`` without the state-independent
+    constant) or ``"gradient"`` (``gradient(y, beta, theta, G, H, dF_dalpha)``: the chain-rule
+    matrices G (M, M), H (M, K) and dF/dalpha (M,), empty for fixed weights).  Signatures: ``solvers.signatures``.  Layout of the body: the module docstring.
     """
     if kind not in _KIND_SIGNATURE:
         raise ValueError(f"kind: must be one of {sorted(_KIND_SIGNATURE)}, got {kind!r}")
@@ -525,7 +543,8 @@ def _load_module(path: Path, name: str) -> ModuleType:
 class CompiledModel:
     """The compiled functions of one structure, generated and loaded on first access.
 
-    ``rhs``, ``jac`` and ``objective`` follow ``solvers.signatures``; the parameter vector is
+    ``rhs``, ``jac``, ``objective`` and ``gradient`` (G, H, dF/dalpha of the chain rule, for
+    the finite-step maps of ``solvers.gd``) follow ``solvers.signatures``; the parameter vector is
     ``spec.theta()`` of any specification with this structure.  ``timings`` records, per
     function, the seconds spent deriving + generating source (0 when the module was cached)
     and importing/compiling it.
@@ -579,6 +598,10 @@ class CompiledModel:
     @cached_property
     def objective(self) -> Callable:
         return self._function("objective")
+
+    @cached_property
+    def gradient(self) -> Callable:
+        return self._function("gradient")
 
 
 _MODELS: dict[ModelStructure, CompiledModel] = {}
