@@ -96,7 +96,7 @@ from .rk import (
     rk_error,
     rk_step,
 )
-from .schedule import schedule_kinks
+from .schedule import COMPILED_CODES, schedule_kinks
 from .signatures import EVENT_SIG, JAC_SIG, RHS_SIG, EventFn, JacFn, RhsFn
 from .tableaux import METHODS, IntegratorMethod, get_method
 
@@ -485,6 +485,12 @@ def encode_schedule(schedule: Any) -> tuple[int, np.ndarray]:
     params = np.ascontiguousarray(params, dtype=float)
     if params.ndim != 1 or params.size == 0:
         raise ValueError("schedule: params must be a non-empty 1-d array")
+    if int(code) not in COMPILED_CODES:
+        kind = getattr(schedule, "kind", None)
+        raise ValueError(f"schedule: code {int(code)}{f' ({kind})' if kind else ''} has no "
+                         f"compiled twin: add its branch to solvers.schedule.beta_at (and "
+                         f"to schedule_kinks if beta(t) has kinks) and its code to "
+                         f"COMPILED_CODES")
     return int(code), params
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "EXPONENTIAL",
     "PIECEWISE",
     "TABULATED",
+    "COMPILED_CODES",
 ]
 
 CONSTANT = SCHEDULE_CODES["constant"]
@@ -47,6 +48,10 @@ LINEAR = SCHEDULE_CODES["linear"]
 EXPONENTIAL = SCHEDULE_CODES["exponential"]
 PIECEWISE = SCHEDULE_CODES["piecewise"]
 TABULATED = SCHEDULE_CODES["tabulated"]
+
+#: The schedule codes :func:`beta_at` has a branch for; encoding any other is refused
+#: (:func:`solvers.integrate.encode_schedule`), since beta_at would return NaN.
+COMPILED_CODES = frozenset({CONSTANT, LINEAR, EXPONENTIAL, PIECEWISE, TABULATED})
 
 _BETA_SIG = types.float64(types.float64, types.int64, types.float64[::1])
 _KINKS_SIG = types.float64[::1](types.int64, types.float64[::1])

@@ -147,7 +147,7 @@ def test_a_new_family_is_one_class():
     """The worked example of the README: a schedule family added by subclassing alone
     registers itself (JSON, settle time, spec validation); its compiled twin is a branch of
     solvers.schedule.beta_at (here it has none, so beta_at returns NaN: the test shows the
-    contract, it does not ship a family)."""
+    contract, it does not ship a family), and the solvers refuse to encode it."""
     from dataclasses import dataclass
     from typing import ClassVar
 
@@ -175,6 +175,10 @@ def test_a_new_family_is_one_class():
         spec = symmetric_bimodal(4.0, s)
         assert spec.schedule is s
         assert math.isnan(beta_at(1.0, *s.encode()))
+        # ... and a solver refuses to integrate with it rather than produce NaN
+        from solvers.integrate import encode_schedule
+        with pytest.raises(ValueError, match="schedule: code 901 .*no compiled twin"):
+            encode_schedule(s)
         with pytest.raises(ValueError, match="new integer code"):
             @dataclass(frozen=True)
             class Clash(ScheduleBase):
