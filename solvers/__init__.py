@@ -14,5 +14,21 @@ Module map (flat package):
   problem-level ``solve`` / ``solve_ensemble``);
 * equilibria: :mod:`~solvers.geometry` (realisability, physical and invariant subspaces,
   symmetries), :mod:`~solvers.newton`, :mod:`~solvers.stability`,
-  :mod:`~solvers.fixedpoints` (multi-start search), :mod:`~solvers.continuation`.
+  :mod:`~solvers.fixedpoints` (multi-start search), :mod:`~solvers.continuation`;
+* finite steps: :mod:`~solvers.gd` (the exact reduced map of plain gradient descent at step
+  eta, ensembles of it; ``solve_gd``, ``run_gd``, ``gd_map`` are re-exported here, imported on
+  first access so that ``import solvers`` compiles nothing).
 """
+
+from importlib import import_module as _import_module
+from typing import Any as _Any
+
+_LAZY = {"solve_gd": "gd", "run_gd": "gd", "gd_map": "gd", "GDResult": "gd", "GDRun": "gd"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        return getattr(_import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'solvers' has no attribute {name!r}")
