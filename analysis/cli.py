@@ -17,9 +17,22 @@ import os
 import sys
 from importlib import import_module
 
-#: Subcommand modules, in the order they appear in ``mfvi --help``.
+#: Subcommand modules listed first in ``mfvi --help``, in this order; every other module of
+#: ``analysis.commands`` whose name does not start with "_" follows alphabetically, so a new
+#: command is one file there.
 COMMANDS = ("spec", "derive", "fixed_points", "montecarlo", "collapse", "phase_diagram",
             "reproduce")
+
+
+def command_modules() -> tuple[str, ...]:
+    """The subcommand modules in ``mfvi --help`` order (:data:`COMMANDS`, then the rest)."""
+    import pkgutil
+
+    import analysis.commands as pkg
+    found = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                   if not m.name.startswith("_"))
+    return tuple(c for c in COMMANDS if c in found) + tuple(c for c in found
+                                                              if c not in COMMANDS)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -35,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exact low-dimensional theory of Gaussian-mixture variational inference.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
-    for name in COMMANDS:
+    for name in command_modules():
         import_module(f"analysis.commands.{name}").register(sub)
     return parser
 
