@@ -219,28 +219,36 @@ def rng_states(seed: int, run_ids: Sequence[int]) -> np.ndarray:
 # small dense linear algebra
 # ----------------------------------------------------------------------------------------
 
-@njit(fastmath=_FASTMATH, cache=True)
+@njit(cache=True)
 def _householder_r(A, m, nc, v):
     """In place: the first min(m, nc) rows of A[:m, :nc] become R of ``A = Q R`` (Householder).
 
     A zero column is left as it is (H = I), so rank-deficient inputs are fine: Q stays
-    orthogonal and R upper triangular with zeros on the diagonal.  v (>= m,) is work space.
+    orthogonal and R upper triangular with zeros on the diagonal.  Every column is scaled by
+    its largest entry before its norm is taken (as LAPACK's dlarfg does): noise coefficients
+    of a component far from the others are ~1e-160 or denormal, whose squares would underflow
+    and turn the reflector into inf/NaN.  No fastmath here: the scaling must be a true
+    division (1 / a denormal overflows).  v (>= m,) is work space.
     """
     for j in range(min(m, nc)):
+        scale = 0.0
+        for i in range(j, m):
+            a = abs(A[i, j])
+            if a > scale:
+                scale = a
+        if scale == 0.0:
+            continue
         nrm2 = 0.0
         for i in range(j, m):
-            nrm2 += A[i, j] * A[i, j]
-        if nrm2 == 0.0:
-            continue
-        nrm = math.sqrt(nrm2)
-        alpha = -nrm if A[j, j] >= 0.0 else nrm
-        for i in range(j, m):
-            v[i] = A[i, j]
+            v[i] = A[i, j] / scale
+            nrm2 += v[i] * v[i]
+        nrm = math.sqrt(nrm2)                 # >= 1: the largest scaled entry is 1
+        alpha = -nrm if v[j] >= 0.0 else nrm
         v[j] -= alpha
-        vn2 = nrm2 - A[j, j] * A[j, j] + v[j] * v[j]
-        if vn2 == 0.0:
-            continue
-        A[j, j] = alpha
+        vn2 = 0.0
+        for i in range(j, m):
+            vn2 += v[i] * v[i]                # >= nrm2 >= 1, no underflow
+        A[j, j] = alpha * scale
         for i in range(j + 1, m):
             A[i, j] = 0.0
         for c in range(j + 1, nc):

@@ -326,3 +326,33 @@ def test_command_line_flags_are_shared_with_montecarlo():
     assert out["method"] == "sgd" and out["n"] == 20 and out["d"] == 10 ** 6
     assert out["options"]["eta"] == 0.05 and out["options"]["n"] == 2
     assert out["options"]["estimator"] == "reparam" and out["details"]["steps"] == 20
+
+
+def test_householder_survives_tiny_and_denormal_columns():
+    """Noise coefficients of components far apart are ~1e-160 or denormal; the QR factor must
+    stay finite and satisfy R^T R = A^T A (a NaN here once froze runs at d = 1e6)."""
+    g = np.random.default_rng(3)
+    for trial in range(200):
+        m, nc = int(g.integers(1, 9)), int(g.integers(1, 5))
+        A = g.standard_normal((m, nc)) * 10.0 ** g.integers(-320, 3, size=(1, nc)).astype(float)
+        if trial % 3 == 0:
+            A[:, 0] = 0.0
+        if trial % 5 == 0:
+            A[int(g.integers(0, m)), :] = 5e-324
+        B = A.copy()
+        R._householder_r(B, m, nc, np.empty(m))
+        Rm = np.triu(B[:min(m, nc)])
+        assert np.all(np.isfinite(B))
+        np.testing.assert_allclose(Rm.T @ Rm, A.T @ A, rtol=1e-10, atol=1e-300)
+
+
+def test_far_apart_components_stay_finite_at_d_1e6():
+    """d = 1e6, beta = 0.8: the noise drives |m_k|^2 to several hundred and the components'
+    mutual responsibilities to ~1e-300; every run must stay finite."""
+    spec = symmetric_bimodal(9.0, ConstantSchedule(0.8), train_weights=True)
+    Q0, R0 = np.eye(2)[None].repeat(200, 0), np.zeros((200, 2, 2))
+    run = R.run_sgd(spec.target.T, np.log(spec.target.pi), Q0, R0, initial_alpha(spec),
+                    np.full(300, 0.8), np.zeros(300), eta=0.02, n=8, s=1.0, delta=1.0,
+                    sigma0_sq=1.0, d=10 ** 6, estimator="reparam", train_w=True, seed=1)
+    assert run.active.all() and np.all(np.isfinite(run.Q))
+    assert np.median(run.Q[:, 0, 0]) > 100.0       # the regime was reached
