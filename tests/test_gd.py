@@ -298,6 +298,39 @@ def test_gd_estimator_agrees_with_ode_but_near_the_separatrix(compile_model):
     assert n_gd_ode <= n_pred + 2
 
 
+def test_continuation_and_executor_give_the_same_numbers(compile_model):
+    """10 steps at once = 4 steps, then 6 continued from step0 = 4 (the schedule clock goes
+    on), bit for bit, and the recorded trajectory holds the state after 4 steps; the
+    estimator gives the same outcomes serially and on a thread pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analysis.collapse import collapse_probability
+    from derivations.spec import ConstantSchedule
+    from solvers.gd import solve_gd
+    from solvers.layout import state_layout
+    spec = symmetric_bimodal(9.0, LinearSchedule(4.0, 1.0))
+    model = compile_model(spec.structure)
+    lay = state_layout(spec.structure)
+    m = np.random.default_rng(4).normal(size=(3, 2, 4)) * 0.5
+    mu = np.array([3.0, 0, 0, 0])
+    Y0 = lay.pack(m @ np.swapaxes(m, 1, 2), np.stack([m @ mu, -(m @ mu)], axis=-1))
+    whole = solve_gd(spec, model, Y0, 0.1, n_steps=10, record_every=2)
+    first = solve_gd(spec, model, Y0, 0.1, n_steps=4)
+    rest = solve_gd(spec, model, first.y_final, 0.1, n_steps=6, step0=4)
+    assert np.array_equal(whole.y_final, rest.y_final)
+    assert np.array_equal(whole.y[:, 2], first.y_final)
+    np.testing.assert_allclose(whole.t, 0.1 * np.arange(0, 11, 2))
+    assert np.allclose(rest.t_final, 1.0)
+    assert not np.array_equal(first.y_final, solve_gd(spec.replace(
+        schedule=ConstantSchedule(1.0)), model, Y0, 0.1, n_steps=4).y_final)  # beta matters
+    spec = symmetric_bimodal(9.0, ConstantSchedule(1.0))
+    serial = collapse_probability(spec, 30, "gd", draws=120, seed=4, eta=0.1, chunk=40)
+    with ThreadPoolExecutor(2) as ex:
+        pooled = collapse_probability(spec, 30, "gd", draws=120, seed=4, eta=0.1, chunk=40,
+                                      executor=ex)
+    assert np.array_equal(serial.outcomes, pooled.outcomes) and serial.p == pooled.p
+
+
 # ------------------------------------------------------------------------------------------
 # 4. bad input
 # ------------------------------------------------------------------------------------------
