@@ -101,6 +101,8 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 #: Stream index in ``SeedSequence(seed, spawn_key=(run, _STREAM))``.
 _STREAM = 2
 _RANK_RTOL = 1e-10
+#: Columns of the QR factorisations with every entry below this are treated as zero.
+_NEGLIGIBLE = 1e-290
 
 
 # ----------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def rng_states(seed: int, run_ids: Sequence[int]) -> np.ndarray:
 # small dense linear algebra
 # ----------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(fastmath=_FASTMATH, cache=True)
 def _householder_r(A, m, nc, v):
     """In place: the first min(m, nc) rows of A[:m, :nc] become R of ``A = Q R`` (Householder).
 
@@ -227,8 +229,11 @@ def _householder_r(A, m, nc, v):
     orthogonal and R upper triangular with zeros on the diagonal.  Every column is scaled by
     its largest entry before its norm is taken (as LAPACK's dlarfg does): noise coefficients
     of a component far from the others are ~1e-160 or denormal, whose squares would underflow
-    and turn the reflector into inf/NaN.  No fastmath here: the scaling must be a true
-    division (1 / a denormal overflows).  v (>= m,) is work space.
+    and turn the reflector into inf/NaN.  A column whose entries are all below
+    :data:`_NEGLIGIBLE` (1e-290) is treated as zero: its reciprocal scale would overflow (the
+    compiler may turn ``x / scale`` into ``x * (1 / scale)``: Numba compiles a callee with its
+    caller's fastmath flags), and dropping it changes R^T R by less than 1e-290 times the
+    other entries.  v (>= m,) is work space.
     """
     for j in range(min(m, nc)):
         scale = 0.0
@@ -236,7 +241,7 @@ def _householder_r(A, m, nc, v):
             a = abs(A[i, j])
             if a > scale:
                 scale = a
-        if scale == 0.0:
+        if scale < _NEGLIGIBLE:
             continue
         nrm2 = 0.0
         for i in range(j, m):
