@@ -153,12 +153,13 @@ class GdEstimator(CollapseEstimator):
                              "(no GD step would be taken)")
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: GdOptions) -> Cost:
-        """Memory: the initial states of every draw and per-chunk work; time: one step of
-        every draw for t_end / eta steps (members stop earlier once stationary), at the
-        measured rate.  Refuses (unless forced) a step above the stability bound."""
+        """Memory: the initial states of every draw and per-chunk work; time: the worst case,
+        every draw running t_end / eta steps and all ``max_extensions`` extensions (members
+        stop earlier once stationary), at the measured rate.  Refuses (unless forced) a step
+        above the stability bound."""
         from ..mc_config import stable_step
         n_state = spec.structure.n_state
-        steps = round(self._t_end(spec, options) / options.eta)
+        steps = round(self._t_end(spec, options) / options.eta) * (1 + options.max_extensions)
         mem = 8.0 * draws * n_state * 2 + 8.0 * min(draws, options.chunk) * n_state * 6
         secs = _SECONDS_PER_STEP * (n_state / _N_STATE_REFERENCE) * draws * steps
         bound = stable_step(spec)
@@ -169,7 +170,7 @@ class GdEstimator(CollapseEstimator):
                        f"problem (s = {spec.family.variance:g}, Delta = "
                        f"{spec.target.variance:g}): GD may diverge; use eta <= {bound:.4g} or "
                        "force=True")
-        return Cost(mem, secs, f"{draws} draws x {steps} GD steps of eta = {options.eta:g}",
+        return Cost(mem, secs, f"{draws} draws x at most {steps} GD steps of eta = {options.eta:g}",
                     refusal)
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
