@@ -545,7 +545,8 @@ def sgd_block(E, tdiag, logpi, X, alpha, rng, active, betas, gammas, eta, n, s, 
             st = rng[run]
             for it in range(nsteps):
                 _step(E, tdiag, logpi, Xr, ar, st, betas[it], gammas[it], eta, n, s, delta,
-                      sigma0_sq, d, reparam, train_w, Z, RHO, C, G, B, F, Y, Hj, work, W2)
+                      sigma0_sq, d, reparam, train_w, Z, RHO, C, G, B, F, Y, Hj, work, W2,
+                      False)
             ok = True
             for k in range(M):
                 if not math.isfinite(ar[k]):
