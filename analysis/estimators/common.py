@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from derivations.spec import ProblemSpec
 
-__all__ = ["compiled_model", "stationary_event", "default_ode_t_end", "is_antipodal_pair"]
+__all__ = ["compiled_model", "stationary_event", "default_ode_t_end", "is_antipodal_pair",
+           "chunked_initial_states"]
 
 
 def compiled_model(spec: ProblemSpec):
@@ -37,3 +38,22 @@ def is_antipodal_pair(spec: ProblemSpec) -> bool:
     return bool(A > 0 and abs(T[1, 1] - A) <= 1e-12 * A and abs(T[0, 1] + A) <= 1e-12 * A
                 and spec.target.weights[0] == spec.target.weights[1]
                 and spec.family.weights[0] == spec.family.weights[1])
+
+
+def chunked_initial_states(spec: ProblemSpec, d: int, draws: int, seed: int | None,
+                           chunk: int) -> list:
+    """The draws' exact finite-d initial states (:func:`analysis.initial_law.sample_initial_states`),
+    chunk by chunk: ``n_chunks = ceil(draws / chunk)``, chunk i has ``draws // n_chunks`` (+1
+    for the first ``draws % n_chunks``) states from ``SeedSequence(seed).spawn(n_chunks)[i]``.
+    The scheme of the theory-ensemble estimators (ode, gd): the same seed and chunk give the
+    same draws, whatever executor runs the chunks.  Returns a list of (n_i, n_state) arrays."""
+    import math
+
+    import numpy as np
+
+    from ..initial_law import sample_initial_states
+    root = np.random.SeedSequence(seed)
+    n_chunks = max(1, math.ceil(draws / chunk))
+    sizes = [draws // n_chunks + (1 if i < draws % n_chunks else 0) for i in range(n_chunks)]
+    return [sample_initial_states(spec, d, s, np.random.default_rng(st))
+            for s, st in zip(sizes, root.spawn(n_chunks))]

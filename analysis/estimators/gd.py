@@ -42,7 +42,12 @@ from derivations.spec import ProblemSpec
 from ..classify import classify
 from ..stats import proportion
 from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
-from .common import compiled_model, default_ode_t_end, stationary_event
+from .common import (
+    chunked_initial_states,
+    compiled_model,
+    default_ode_t_end,
+    stationary_event,
+)
 from .ode import ODE_CHUNK
 
 __all__ = ["GdEstimator", "GdOptions", "gd_initial_states"]
@@ -86,15 +91,10 @@ class GdOptions(EstimatorOptions):
 
 def gd_initial_states(spec: ProblemSpec, d: int, draws: int, seed: int | None, chunk: int
                       ) -> list[np.ndarray]:
-    """The initial states of the draws, chunk by chunk: chunk i has ``draws // n_chunks`` (+1
-    for the first ``draws % n_chunks``) states from ``SeedSequence(seed).spawn(n_chunks)[i]``
-    (the ``ode`` estimator's scheme, so the same seed and chunk give the same draws)."""
-    from ..initial_law import sample_initial_states
-    root = np.random.SeedSequence(seed)
-    n_chunks = max(1, math.ceil(draws / chunk))
-    sizes = [draws // n_chunks + (1 if i < draws % n_chunks else 0) for i in range(n_chunks)]
-    return [sample_initial_states(spec, d, s, np.random.default_rng(st))
-            for s, st in zip(sizes, root.spawn(n_chunks))]
+    """The initial states of the draws, chunk by chunk: the ``ode`` estimator's scheme
+    (:func:`analysis.estimators.common.chunked_initial_states`), so the same seed and chunk
+    give the same draws."""
+    return chunked_initial_states(spec, d, draws, seed, chunk)
 
 
 def _gd_chunk(spec_json: str, Y0: np.ndarray, eta: float, t_end: float, tol: float,

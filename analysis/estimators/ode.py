@@ -15,7 +15,6 @@ child i, so the result does not depend on the executor.
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -26,7 +25,12 @@ from derivations.spec import ProblemSpec
 from ..classify import classify
 from ..stats import proportion
 from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
-from .common import compiled_model, default_ode_t_end, stationary_event
+from .common import (
+    chunked_initial_states,
+    compiled_model,
+    default_ode_t_end,
+    stationary_event,
+)
 
 __all__ = ["OdeEstimator", "OdeOptions", "ODE_CHUNK"]
 
@@ -118,14 +122,8 @@ class OdeEstimator(CollapseEstimator):
                  executor: Executor | None, options: OdeOptions) -> CollapseResult:
         from solvers.integrate import STATUS_SUCCESS
 
-        from ..initial_law import sample_initial_states
         t_end = float(options.t_end or default_ode_t_end(spec))
-        root = np.random.SeedSequence(seed)
-        n_chunks = max(1, math.ceil(draws / options.chunk))
-        sizes = [draws // n_chunks + (1 if i < draws % n_chunks else 0) for i in range(n_chunks)]
-        streams = root.spawn(n_chunks)
-        Y0s = [sample_initial_states(spec, d, s, np.random.default_rng(st))
-               for s, st in zip(sizes, streams)]
+        Y0s = chunked_initial_states(spec, d, draws, seed, options.chunk)
         text = spec.to_json()
         args = (t_end, options.rtol, options.atol, options.weight_threshold)
         if executor is None:
