@@ -292,12 +292,14 @@ def test_same_seed_same_result_for_any_thread_count_and_executor():
 
 @pytest.mark.parametrize("options,name", [
     ({"optimizer": "adam"}, "optimizer"), ({"eta": 0.0}, "eta"), ({"eta": -0.1}, "eta"),
-    ({"n": 0}, "n"), ({"estimator": "score"}, "estimator")])
+    ({"eta": 5.0}, "eta"), ({"n": 0}, "n"), ({"estimator": "score"}, "estimator")])
 def test_bad_estimator_options(options, name):
     with pytest.raises(ValueError, match=rf"^{name}:") as info:
         collapse_probability(symmetric_bimodal(9.0), 100, "sgd", draws=10, **options)
     if name == "optimizer":
         assert "rotation invariant" in str(info.value)
+    if options.get("eta") == 5.0:                 # above the stability bound: refused
+        assert "stability bound" in str(info.value)
 
 
 def test_bad_engine_input():
