@@ -206,32 +206,56 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 def add_estimator_arguments(p: argparse.ArgumentParser, default: str) -> None:
     """--method from the estimator registry and every estimator's options as flags
-    (``--field-name``; a flag shared by several estimators is added once)."""
+    (``--field-name``).  A flag several estimators share is added once, in a group of shared
+    options, with each estimator's own help and default; they must agree on its type."""
     from analysis.estimators import ESTIMATORS
     from analysis.estimators.base import _field_type
     p.add_argument("--method", choices=tuple(ESTIMATORS), default=default,
                    help=f"estimator (default {default}): " + "; ".join(
                        f"{n}: {c.summary}" for n, c in ESTIMATORS.items()))
-    seen: dict[str, Any] = {}
+    users: dict[str, list[tuple[str, Any]]] = {}
     for name, cls in ESTIMATORS.items():
-        g = None
         for f in dataclasses.fields(cls.Options):
-            if f.name == "progress" or f.name in seen:
-                continue
-            if g is None:
-                g = p.add_argument_group(f"{name} options")
-            kind = _field_type(cls.Options, f.name)
-            flag = "--" + f.name.replace("_", "-")
-            kw: dict[str, Any] = {"dest": f"opt_{f.name}", "default": None,
-                                  "help": f.metadata.get("help", "") + f" (default {f.default})"}
-            if kind is bool:
-                kw["action"] = "store_true"
-            else:
-                kw["type"] = {int: nonneg_int, float: finite_float}.get(kind, str)
-                if "choices" in f.metadata:
-                    kw["choices"] = f.metadata["choices"]
-            g.add_argument(flag, **kw)
-            seen[f.name] = flag
+            if f.name != "progress":
+                users.setdefault(f.name, []).append((name, cls, f))
+    groups: dict[str, Any] = {}
+
+    def group(title: str) -> Any:
+        if title not in groups:
+            groups[title] = p.add_argument_group(title)
+        return groups[title]
+
+    for field_name, owners in users.items():
+        kinds = {_field_type(cls.Options, field_name) for _, cls, _ in owners}
+        if len(kinds) > 1:
+            raise TypeError(f"estimator option {field_name!r}: its type differs between "
+                            f"{', '.join(n for n, _, _ in owners)}")
+        kind = kinds.pop()
+        choices: list = []
+        for _, _, f in owners:
+            choices += [c for c in f.metadata.get("choices", ()) if c not in choices]
+        texts: dict[str, list[str]] = {}       # one entry per distinct help and default
+        for n, _, f in owners:
+            h = f.metadata.get("help", "")
+            if not (f.default is None and "default" in h):    # no "(default None)" after it
+                h += f" (default {f.default})"
+            texts.setdefault(h, []).append(n)
+        if len(owners) == 1:
+            title = f"{owners[0][0]} options"
+            text = next(iter(texts))
+        else:
+            title = "options of several estimators"
+            text = "; ".join(f"{', '.join(ns)}: {t}" for t, ns in texts.items())
+        kw: dict[str, Any] = {"dest": f"opt_{field_name}", "default": None, "help": text}
+        if kind is not bool and not choices:
+            kw["metavar"] = field_name.upper()
+        if kind is bool:
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = {int: nonneg_int, float: finite_float}.get(kind, str)
+            if choices:
+                kw["choices"] = tuple(choices)
+        group(title).add_argument("--" + field_name.replace("_", "-"), **kw)
 
 
 def estimator_options(args: argparse.Namespace, method: str) -> dict:

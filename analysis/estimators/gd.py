@@ -65,7 +65,7 @@ class GdOptions(EstimatorOptions):
     t_end: float | None = field(default=None, metadata={
         "help": "final time (default: schedule settled + 25 relaxation times)"})
     tol: float = field(default=1e-7, metadata={
-        "help": "gd: stationary once max |y' - y| / eta < tol after the schedule settled"})
+        "help": "stationary once max |y' - y| / eta < tol after the schedule settled"})
     weight_threshold: float = field(default=1e-3, metadata={
         "help": "ignore components with weight below this in the classification"})
     chunk: int = field(default=ODE_CHUNK, metadata={"help": "draws per compiled call / task"})
