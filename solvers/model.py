@@ -19,6 +19,10 @@ The protocol (numbered rules; :func:`require_model` checks 1, 2 and the presence
    the tangent propagator).
 5. ``objective`` (optional): compiled for :data:`solvers.signatures.OBJ_SIG`,
    ``objective(y, beta, theta) -> F`` up to state-independent terms.
+6. ``gradient`` (optional; needed by the finite-step engines, :mod:`solvers.gd`): compiled
+   for :data:`solvers.signatures.GRAD_SIG`, ``gradient(y, beta, theta, G, H, dF_dalpha)``
+   writes the chain-rule matrices G (M, M), H (M, K) and dF/dalpha (M,; length 0 with fixed
+   weights) of DESIGN.md section 2, so that ``grad_{m_k} F = sum_l G_kl m_l + sum_a H_ka mu_a``.
 
 Attributes are read lazily (``CompiledModel`` generates each function on first access), so a
 solver touches ``jac`` / ``objective`` only when it needs them.
@@ -66,12 +70,14 @@ class ModelFunctions:
     rhs, jac : compiled with the signatures of :mod:`solvers.signatures`.
     structure : the :class:`ModelStructure` they were generated for.
     objective : optional compiled objective ``F(y, beta, theta)``.
+    gradient : optional compiled chain-rule matrices (rule 6 of the protocol).
     """
 
     rhs: Callable
     jac: Callable
     structure: ModelStructure
     objective: Callable | None = None
+    gradient: Callable | None = None
 
     @property
     def state_names(self) -> list[str]:
@@ -100,15 +106,17 @@ def _canonical_names(structure: ModelStructure) -> list[str]:
 
 
 def require_model(model: Any, *, structure: ModelStructure | None = None,
-                  need_jac: bool = False) -> StateLayout:
+                  need_jac: bool = False, need_gradient: bool = False) -> StateLayout:
     """Check ``model`` against :class:`CompiledModelProtocol`; returns its state layout.
 
     structure : if given, the model must have been compiled for it (e.g. ``spec.structure``).
     need_jac : the caller uses ``model.jac`` (Newton, continuation, tangent propagator).
+    need_gradient : the caller uses ``model.gradient`` (the finite-step engines).
     Raises ValueError naming ``model`` and the broken rule.  Does not load ``jac`` unless
     ``need_jac`` (CompiledModel generates functions lazily).
     """
-    for attr in ("rhs", "structure", "state_names") + (("jac",) if need_jac else ()):
+    for attr in (("rhs", "structure", "state_names") + (("jac",) if need_jac else ())
+                 + (("gradient",) if need_gradient else ())):
         if not _has(model, attr):
             raise ValueError(f"model: needs attribute {attr!r} (a compiled model: "
                              f"derivations.compile_model(structure) or a "
@@ -129,6 +137,8 @@ def require_model(model: Any, *, structure: ModelStructure | None = None,
         raise ValueError("model: .rhs must be a compiled function (RHS_SIG), got None")
     if need_jac and model.jac is None:
         raise ValueError("model: .jac must be a compiled function (JAC_SIG), got None")
+    if need_gradient and model.gradient is None:
+        raise ValueError("model: .gradient must be a compiled function (GRAD_SIG), got None")
     return state_layout(st)
 
 

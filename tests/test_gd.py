@@ -386,3 +386,28 @@ def test_cli_runs_gd():
     out = json.loads(proc.stdout)
     assert out["method"] == "gd" and out["n"] == 20 and out["options"]["eta"] == 0.05
     assert 0.0 <= out["ci"][0] <= out["p"] <= out["ci"][1] <= 1.0
+
+
+def test_model_functions_carry_the_gradient(compile_model):
+    """Rule 6 of the compiled-model protocol: a ModelFunctions holding the compiled gradient
+    runs the GD map bit for bit like the model; without it the engine refuses, naming the
+    model's gradient."""
+    from solvers.gd import solve_gd
+    from solvers.layout import state_layout
+    from solvers.model import ModelFunctions, require_model
+    spec = symmetric_bimodal(9.0, LinearSchedule(4.0, 1.0))
+    model = compile_model(spec.structure)
+    lay = state_layout(spec.structure)
+    m = np.random.default_rng(7).normal(size=(2, 2, 3)) * 0.5
+    mu = np.array([3.0, 0, 0])
+    Y0 = lay.pack(m @ np.swapaxes(m, 1, 2), np.stack([m @ mu, -(m @ mu)], axis=-1))
+    fns = ModelFunctions(model.rhs, model.jac, spec.structure, gradient=model.gradient)
+    assert require_model(fns, need_gradient=True) is not None
+    a = solve_gd(spec, model, Y0, 0.1, n_steps=5).y_final
+    b = solve_gd(spec, fns, Y0, 0.1, n_steps=5).y_final
+    assert np.array_equal(a, b)
+    bare = ModelFunctions(model.rhs, model.jac, spec.structure)
+    with pytest.raises(ValueError, match="gradient"):
+        require_model(bare, need_gradient=True)
+    with pytest.raises(ValueError, match="gradient"):
+        solve_gd(spec, bare, Y0, 0.1, n_steps=5)
