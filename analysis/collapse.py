@@ -19,6 +19,14 @@ linear
     over-predicts collapse.
 montecarlo
     Real SGD/Adam VI in R^d from many seeds.
+gd
+    Plain gradient descent at finite step eta: the exact reduced map of (Q, R, alpha) per
+    draw (:mod:`solvers.gd`), from the ode estimator's initial draws.
+sgd
+    SGD with n reparameterised samples: the exact reduced Markov chain of (Q, R, alpha)
+    (:mod:`solvers.sgd`), whose cost does not depend on d; Adam has no exact reduction.
+
+Every module of :mod:`analysis.estimators` registers itself; ``METHODS`` lists them all.
 
 Executors: ``ode`` and ``montecarlo`` split their draws into chunks submitted to an optional
 ``concurrent.futures.Executor`` (a ProcessPoolExecutor, dask.distributed's or mpi4py's); by

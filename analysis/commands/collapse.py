@@ -20,10 +20,11 @@ from ._common import (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "collapse", help="collapse probability (ode, separatrix, linear, montecarlo, ...)",
+        "collapse", help="collapse probability (ode, separatrix, linear, montecarlo, gd, sgd)",
         description="Probability of mode collapse over the random initialisation in dimension "
                     "d, by a registered estimator: the theory ensemble (ode), the large-d "
-                    "separatrix formula, the linearised theory, or real VI in R^d (montecarlo).")
+                    "separatrix formula, the linearised theory, real VI in R^d (montecarlo), "
+                    "or the exact reduced finite-step engines (gd, sgd).")
     add_problem_arguments(p, schedule_default="exponential")
     e = p.add_argument_group("estimator")
     e.add_argument("--d", type=positive_int, default=1000, help="dimension (default 1000)")
