@@ -41,24 +41,30 @@ Derivation
    ``-alpha + p/(2 lambda_s L_eff(d))`` (an O(1/ln d) correction), which is why a pure power
    law fitted at moderate d (0.549 d^-0.340 at A = 9, d = 1e2..1e6) has a smaller exponent
    than alpha = 0.3865.
-5. *Annealing* (schedule settled before the escape): the ratio ``u_a/u_s^kappa`` is multiplied
-   by ``g_a/g_s^kappa`` over the annealing window relative to constant beta, so
+5. *Annealing.*  The escape happens when ``ln g_s(T_e) = lambda_s L_eff(d)``; comparing the
+   schedule (S) with constant beta (0) at their escape times, the linear race multiplies the
+   constant-schedule law by ``exp(Y_S(T_e^S) - Y_0(T_e^0))``, ``Y = kappa ln g_s - ln g_a``
+   (:func:`schedule_factor`, ``ratio_table``).  Once the schedule has settled before the
+   escape this tends to ``F ((L_eff + Delta_S)/L_eff)^p`` with
 
-       C -> F C,   F = lim_T [g_s^kappa/g_a]_schedule(T) / [g_s^kappa/g_a]_constant(T),
-       t_1 -> t_1 + Delta_S,   Delta_S = -lim_T ln(g_s^schedule/g_s^constant)(T) / lambda_s,
+       F = lim_T [g_s^kappa/g_a]_S(T) / [g_s^kappa/g_a]_0(T),  C = F C_0,
+       Delta_S = -lim_T ln(g_s^S/g_s^0)(T) / lambda_s    (= tau ln T0, exponential, tempering),
 
-   and the exponent alpha is that of beta = 1.  The limit T -> infinity of F converges as
-   O(1/T) in the degenerate case (both q's ~ 1/(b t)) and is Richardson-extrapolated.
-   Validity: the escape must happen after the schedule settled,
-   ``ln(d/(sigma_init^2 A))/(2 lambda_s) + t_1 + Delta_S > t_settle``, i.e.
-   ``d > d_settled = sigma_init^2 A exp(2 lambda_s (t_settle - Delta_S - t_1))``.  For smaller d
-   the escape happens during annealing at a temperature beta* < 1 and the local exponent is
-   that of the race at beta*, larger than alpha.  To keep that benefit as d grows, the
-   annealing time must grow like the escape time: for the exponential schedule with tempering
-   (``lambda_s(beta) = beta lambda_s``) the escape is at the stage ``x* = t/tau`` with
-   ``lambda_s tau B(x*) = ln(1/eps0)``, ``B(x) = ln((e^x + T0 - 1)/T0)``, so
+   and the exponent alpha is that of beta = 1.  F converges as O(1/T) in the degenerate case
+   (both q's ~ 1/(b t)) and is Richardson-extrapolated.  Finding: on the tempering path both
+   rates at Q*(beta) scale as beta (kappa(beta) = kappa to 1e-9), so F = 1 up to the transient
+   (F = 0.986 for T0 = 20, tau = 100): a schedule of fixed duration has *no* asymptotic
+   benefit; it only delays the escape (which even raises P by ``((L + Delta_S)/L)^p``).
+   Validity: the escape must come after the schedule settled (beta within 1e-3 of 1),
+   ``L_eff(d) + Delta_S > t_settle``, i.e. ``d > d_settled ~ sigma_init^2 A
+   exp(2 lambda_s (t_settle - Delta_S - t_1))`` (10^385 for T0 = 20, tau = 100 at A = 9).  For
+   smaller d the escape happens during annealing at beta* < 1, where the nonlinear exit (the
+   collapsed state is weak or absent at high temperature) gives the benefit.  To keep it as d
+   grows, the annealing time must grow like the escape time: for the exponential schedule with
+   tempering (``lambda_s(beta) = beta lambda_s``) the escape is at the stage ``x* = t/tau``
+   with ``lambda_s tau B(x*) = ln(1/eps0)``, ``B(x) = ln((e^x + T0 - 1)/T0)``, so
 
-       tau(d) = ln(d/(sigma_init^2 A)) / (2 lambda_s B(x*))      (tau ~ ln d / lambda_s).
+       tau(d) = ln(d/(sigma_init^2 A)) / (2 lambda_s B(x*))      (tau ~ ln d / (2 lambda_s B)).
 
 Numerics: rates and the neutral coefficients from the compiled Jacobian/rhs; ``c, t_1`` from a
 least-squares fit of ``ln theta_c = ln c + (kappa-1) ln eps + p ln L`` to the nonlinear
@@ -473,19 +479,22 @@ def large_d_law(spec: ProblemSpec, *, fit_eps: Sequence[float] = FIT_EPS,
                          "direction does not win the race; the large-d law does not apply")
     kappa = la / ls
     alpha = 0.5 * (kappa - 1.0)
-    from solvers.fixedpoints import find_fixed_points
-    fps = find_fixed_points(compiled_model(spec), spec.schedule.beta_final, spec.theta())
-    if not any(fp.label == "collapsed" and fp.stable for fp in fps):
-        raise ValueError(f"spec: no stable collapsed fixed point at beta = "
-                         f"{spec.schedule.beta_final:g}: the collapse basin has measure zero "
-                         f"and P(collapse) = 0 at every d (the linear race alone would give "
-                         f"alpha = {alpha:.4g}); no large-d law")
+    ref = spec.replace(schedule=ConstantSchedule(spec.schedule.beta_final))
+    # Is there a collapse basin at all?  Along e_s the flow collapses by symmetry; if the
+    # collapsed state is not an attractor (A = 4.5: it is a saddle) the critical angle sits at
+    # the rounding floor (~1e-11 at eps = 1e-2) instead of ~eps^(kappa-1).
+    th01, _ = critical_angles(ref, [1e-2], n_coarse=4, tol=1e-10, atol=1e-30,
+                              t_end=default_ode_t_end(ref) + 3.0 * math.log(100.0) / ls)
+    if th01[0] < 1e-7:
+        raise ValueError(f"spec: no collapse basin: theta_c(eps = 0.01) = {th01[0]:.2g} is at "
+                         f"the rounding floor (collapse only exactly along e_s; the collapsed "
+                         f"state is not an attractor), so P(collapse) = 0 at every d (the "
+                         f"linear race alone would give alpha = {alpha:.4g}); no large-d law")
     if rates.neutral:
         notes.append(f"beta Delta = s: Q* = 0 is reached only algebraically (q ~ 1/(b t), "
                      f"b = {rates.b:.4g}), which adds the factor L(d)^p, p = {rates.p:.4g}: "
                      "P ~ C d^-alpha (ln d)^p; the local slope tends to -alpha as "
                      "-alpha + p/(2 lambda_s L_eff(d))")
-    ref = spec.replace(schedule=ConstantSchedule(spec.schedule.beta_final))
     fit = fit_separatrix_constant(ref, rates, fit_eps, rel_tol=rel_tol)
     c, t1 = fit["c"], fit["t_1"]
     A = float(spec.target.T[0, 0])

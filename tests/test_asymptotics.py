@@ -249,7 +249,7 @@ def test_refuses_non_separatrix_problems(spec):
 def test_refuses_when_no_collapsed_attractor():
     """A = 4.5: the collapsed fixed point is a saddle, P(collapse) = 0 at every d."""
     from analysis.asymptotics import large_d_law
-    with pytest.raises(ValueError, match="^spec: no stable collapsed"):
+    with pytest.raises(ValueError, match="^spec: no collapse basin"):
         large_d_law(symmetric_bimodal(4.5), check_ds=None)
 
 
