@@ -521,7 +521,8 @@ def large_d_law(spec: ProblemSpec, *, fit_eps: Sequence[float] = FIT_EPS,
         annealing["log10_d_settled"] = ln_d / math.log(10.0)
         notes.append(f"the annealed law needs d > 10^{annealing['log10_d_settled']:.1f} (the "
                      "schedule must be over before the escape); below, the escape happens "
-                     "during annealing and the exponent is larger than alpha")
+                     "during annealing (check['beta_escape']) and the nonlinear exit at "
+                     "beta* < 1 changes the prefactor: compare check['ratio']")
     if isinstance(spec.schedule, ExponentialSchedule) and spec.schedule.T0 > 1 \
             and spec.path.kind == "tempering":
         T0 = spec.schedule.T0
