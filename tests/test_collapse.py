@@ -50,6 +50,18 @@ def test_separatrix_at_small_d_stays_realisable():
     assert lo <= sep.p <= hi, (ode.p, (lo, hi), sep.p)
 
 
+def test_separatrix_error_bound_is_relative_at_large_d():
+    """At d = 1e9 theta_c is ~1e-4, below a fixed bisection width of 1e-4: the relative width
+    keeps the bound a small fraction of p, and a run 1000x tighter lands inside the bound."""
+    spec = symmetric_bimodal(9.0, NO_ANNEALING)
+    d = 10 ** 9
+    sep = collapse_probability(spec, d, "separatrix")
+    bound = sep.details["error_bound"]
+    assert 0 < sep.p and bound < 0.01 * sep.p, (sep.p, bound)
+    tight = collapse_probability(spec, d, "separatrix", rel_tol=1e-6, tol=1e-9)
+    assert abs(tight.p - sep.p) <= bound, (sep.p, tight.p, bound)
+
+
 def test_ode_without_annealing_is_far_below_no_repulsion_value():
     # without the entropy's repulsion the two components would pick modes independently: 1/2
     res = collapse_probability(symmetric_bimodal(9.0, NO_ANNEALING), 1000, "ode", draws=2000,

@@ -69,20 +69,31 @@ def _antipodal_state(spec: ProblemSpec, model, u: np.ndarray, q0: float) -> np.n
 
 def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: float | None = None,
                     n_coarse: int = 24, tol: float = 1e-4, rtol: float = 1e-9,
-                    atol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+                    atol: float = 1e-12, rel_tol: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Critical angle ``theta_c(eps)`` of the antipodal two-component problem.
 
     For each amplitude eps (array (E,)), the outcome from ``Q = sigma_init^2 I``,
     ``u = eps (cos theta e_s + sin theta e_a)`` is collapse for ``theta < theta_c`` and split
     for ``theta_c < theta <= pi/2`` (theta in [0, pi/2]; the other quadrants follow by the
     symmetries u -> -u and component exchange).  A coarse scan of ``n_coarse + 1`` angles
-    locates the switch and checks that assumption; bisection then narrows it to ``tol``.
+    locates the switch and checks that assumption; bisection then narrows it to ``tol``, or
+    to ``rel_tol`` times its upper end if that is smaller (theta_c ~ eps^(kappa-1) falls below
+    any fixed ``tol`` at large d).
 
     Returns (theta_c (E,), monotone (E,) bool).  ``monotone[i]`` is False where the scan at
     amplitude i is not of the form collapse...collapse split...split (including all-collapse
     and all-split rows, which are monotone with theta_c = pi/2 and 0); such an amplitude keeps
     the first switch of the scan.
     """
+    theta, monotone, _ = _critical_angles(spec, eps, t_end, n_coarse, tol, rtol, atol, rel_tol)
+    return theta, monotone
+
+
+def _critical_angles(spec: ProblemSpec, eps: Sequence[float], t_end: float | None,
+                     n_coarse: int, tol: float, rtol: float, atol: float,
+                     rel_tol: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`critical_angles` and the final bracket widths hi - lo (E,)."""
     from solvers.ensemble import solve_ensemble
     check_separatrix_spec(spec)
     model = compiled_model(spec)
@@ -120,15 +131,21 @@ def critical_angles(spec: ProblemSpec, eps: Sequence[float], *, t_end: float | N
         else:
             j = switches[0]
             lo[i], hi[i] = angles[j], angles[j + 1]
-    active = hi - lo > tol
+    def wide() -> np.ndarray:
+        width = hi - lo
+        limit = tol if rel_tol is None else np.minimum(tol, rel_tol * hi)
+        # bisection cannot narrow below the spacing of doubles near hi
+        return width > np.maximum(limit, 4.0 * np.spacing(hi))
+
+    active = wide()
     while np.any(active):
         idx = np.nonzero(active)[0]
         mid = 0.5 * (lo[idx] + hi[idx])
         c = collapsed_at(eps[idx], mid)
         lo[idx] = np.where(c, mid, lo[idx])
         hi[idx] = np.where(c, hi[idx], mid)
-        active = hi - lo > tol
-    return 0.5 * (lo + hi), monotone
+        active = wide()
+    return 0.5 * (lo + hi), monotone, hi - lo
 
 
 def _rayleigh_average(eps0: float, log_eps: np.ndarray, theta_c: np.ndarray) -> float:
@@ -145,8 +162,8 @@ def _rayleigh_average(eps0: float, log_eps: np.ndarray, theta_c: np.ndarray) -> 
 
 def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade: int = 12,
                     chi_min: float = 0.02, chi_max: float = 9.0, tol: float = 1e-4,
-                    t_end: float | None = None, n_coarse: int = 24
-                    ) -> tuple[np.ndarray, np.ndarray, dict]:
+                    t_end: float | None = None, n_coarse: int = 24,
+                    rel_tol: float | None = 1e-3) -> tuple[np.ndarray, np.ndarray, dict]:
     """Separatrix estimate for many dimensions from ONE table of critical angles.
 
     theta_c(eps) does not depend on d; only ``eps0 = sigma_init sqrt(A/d)`` does.  The eps
@@ -157,7 +174,10 @@ def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade:
     theta_c is held at its last value; since ``0 <= 2 theta_c / pi <= 1`` this changes p by at
     most the Rayleigh mass beyond it, ``exp(-chi_edge^2 / 2)``, which the error bound includes
     (negligible for d >= chi_max^2 = 81; the large-d formula is meant for d >> 1 anyway).
-    Returns (p (len(ds),), error bound (len(ds),), table with eps, theta_c, monotone).
+    The bisection stops at width ``min(tol, rel_tol theta_c)`` (:func:`critical_angles`); its
+    share of the error bound is the Rayleigh average of ``width / pi`` (theta_c is the midpoint
+    of its bracket), so the bound stays relative where p is small (large d).
+    Returns (p (len(ds),), error bound (len(ds),), table with eps, theta_c, monotone, width).
     """
     ds = np.asarray(ds, dtype=float)
     if ds.ndim != 1 or ds.size == 0 or np.any(ds < 1) or not np.all(np.isfinite(ds)):
@@ -171,13 +191,15 @@ def separatrix_vs_d(spec: ProblemSpec, ds: Sequence[float], *, n_eps_per_decade:
                          f"chi_min eps0 (chi_min = {chi_min:g} > sqrt(d))")
     n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
     eps = np.geomspace(lo, hi, n_eps)
-    theta_c, monotone = critical_angles(spec, eps, t_end=t_end, tol=tol, n_coarse=n_coarse)
+    theta_c, monotone, width = _critical_angles(spec, eps, t_end, n_coarse, tol, 1e-9, 1e-12,
+                                                rel_tol)
     log_eps = np.log(eps)
     p = np.array([_rayleigh_average(e, log_eps, theta_c) for e in eps0])
     p_half = np.array([_rayleigh_average(e, log_eps[::2], theta_c[::2]) for e in eps0])
+    bisection = np.array([_rayleigh_average(e, log_eps, 0.5 * width) for e in eps0])
     tail = np.exp(-0.5 * np.minimum(hi / eps0, chi_max) ** 2)   # Rayleigh mass past the table
-    err = np.abs(p - p_half) + 2.0 * tol / math.pi + tail
-    return p, err, {"eps": eps, "theta_c": theta_c, "monotone": monotone}
+    err = np.abs(p - p_half) + bisection + tail
+    return p, err, {"eps": eps, "theta_c": theta_c, "monotone": monotone, "width": width}
 
 
 @dataclass(frozen=True)
@@ -189,6 +211,8 @@ class SeparatrixOptions(EstimatorOptions):
     chi_max: float = field(default=9.0, metadata={
         "help": "largest Rayleigh amplitude tabulated (units of eps0)"})
     tol: float = field(default=1e-4, metadata={"help": "bisection width in the angle"})
+    rel_tol: float = field(default=1e-3, metadata={
+        "help": "bisection width relative to the critical angle, if smaller than tol"})
     n_coarse: int = field(default=24, metadata={
         "help": "angles of the coarse scan that checks the one-switch assumption"})
     t_end: float | None = field(default=None, metadata={
@@ -203,6 +227,8 @@ class SeparatrixOptions(EstimatorOptions):
                              f"{self.chi_min}, {self.chi_max}")
         if not 0 < self.tol < 0.1:
             raise ValueError(f"tol: must lie in (0, 0.1), got {self.tol}")
+        if not 0 < self.rel_tol < 0.5:
+            raise ValueError(f"rel_tol: must lie in (0, 0.5), got {self.rel_tol}")
         if self.n_coarse < 2:
             raise ValueError(f"n_coarse: must be >= 2, got {self.n_coarse}")
         if self.t_end is not None and self.t_end <= 0:
@@ -222,7 +248,8 @@ class SeparatrixEstimator(CollapseEstimator):
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: SeparatrixOptions) -> Cost:
         decades = math.log10(options.chi_max / options.chi_min)
         n_eps = max(9, math.ceil(options.n_eps_per_decade * decades) + 1)
-        n_traj = n_eps * (options.n_coarse + 1 + math.ceil(math.log2(0.08 / options.tol)))
+        n_traj = n_eps * (options.n_coarse + 1
+                          + math.ceil(math.log2(0.08 / (options.tol * options.rel_tol))))
         return Cost(8.0 * n_traj * 64, 2e-3 * n_traj, f"{n_traj} trajectories")
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
@@ -230,7 +257,7 @@ class SeparatrixEstimator(CollapseEstimator):
         p_arr, err_arr, table = separatrix_vs_d(
             spec, [d], n_eps_per_decade=options.n_eps_per_decade, chi_min=options.chi_min,
             chi_max=options.chi_max, tol=options.tol, t_end=options.t_end,
-            n_coarse=options.n_coarse)
+            n_coarse=options.n_coarse, rel_tol=options.rel_tol)
         eps, theta_c, monotone = table["eps"], table["theta_c"], table["monotone"]
         if not monotone.all():
             bad = eps[~monotone]
