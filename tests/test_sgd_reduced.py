@@ -248,6 +248,71 @@ def test_one_step_equals_the_d_dimensional_step(estimator, path, train):
     assert np.max(np.abs(Q1 - X @ X.T)) > 1e-3        # the step did move
 
 
+@pytest.mark.parametrize("estimator", ["stl", "reparam"])
+@pytest.mark.parametrize("dof", [2, 40])
+def test_out_of_frame_noise_has_the_d_dimensional_moments(estimator, dof):
+    """d = rank T + M + dof: given the in-frame noise Z, the out-of-frame noise adds
+    ``-eta sum C_{k,(j,i)} xi_perp_ji`` to m_k and ``|xi_perp_ji|^2`` to phi, with C fixed by Z.
+    The d-dimensional step (finite differences of the sample objective, one extra axis for the
+    out-of-frame part) gives C column by column, hence the exact moments
+    ``E Q' = Q'_in + eta^2 dof C C^T``, ``Var Q'_kk = 2 dof eta^4 (C C^T)_kk^2``, R' = R'_in, and
+    ``E alpha'`` (phi is linear in |xi_perp|^2, whose mean is dof).  The engine's sample moments
+    over 4000 draws of the out-of-frame noise must match within 5 standard errors (dof = 2 <
+    M min(M, n) takes the singular-Wishart branch, dof = 40 the Bartlett one)."""
+    g = np.random.default_rng(8)
+    K, M, n = 2, 2, 3
+    spec = ProblemSpec(
+        target=TargetMixture(gram=[[3.0, 0.5], [0.5, 2.0]], weights=[0.6, 0.4], variance=0.8),
+        family=VariationalFamily(n_components=M, weights=[0.5, 0.5], variance=0.5,
+                                 train_weights=True),
+        path=AnnealingPath("geometric", 1.5), schedule=ConstantSchedule(0.6),
+        init=Initialisation(sigma_init=1.0))
+    T, beta, eta = spec.target.T, 0.6, 0.1
+    E, X0 = R.initial_frame(T, *(a[None] for a in _random_overlaps(g, T, M)))
+    X = X0[0]
+    D = X.shape[1]
+    alpha = np.array([0.2, -0.2])
+    Z = g.standard_normal((M * n, D))
+    # R^(D+1): the frame plus one axis carrying the out-of-frame part of every sample
+    mu1 = np.zeros((K, D + 1))
+    mu1[:, :E.shape[1]] = E
+    m1 = np.concatenate([X, np.zeros((M, 1))], axis=1)
+
+    def fd(perp):
+        eps = np.concatenate([Z.reshape(M, n, D), perp.reshape(M, n, 1)], axis=2)
+        return _fd_step(spec, beta, eta, mu1, m1, alpha, eps, estimator)
+
+    m_in, _ = fd(np.zeros(M * n))
+    C = np.empty((M, M * n))
+    for c in range(M * n):
+        C[:, c] = -fd(np.eye(M * n)[c])[0][:, D] / eta
+    _, a_mean = fd(np.full(M * n, math.sqrt(dof)))     # |xi_perp|^2 = dof at every sample
+    CC = C @ C.T
+    Q_mean = m_in[:, :D] @ m_in[:, :D].T + eta ** 2 * dof * CC
+    Q_var = 2.0 * dof * eta ** 4 * np.diag(CC) ** 2
+    reps = 4000
+    states = R.rng_states(1, np.arange(reps))
+    Qs, Rs, As = np.empty((reps, M, M)), np.empty((reps, M, K)), np.empty((reps, M))
+    for r in range(reps):
+        Xr, ar = X.copy(), alpha.copy()
+        R.step_given_noise(E, np.ascontiguousarray(np.diag(T)), np.log(spec.target.pi), Xr, ar,
+                           states[r], Z, beta=beta, gamma=float(spec.gamma(beta)), eta=eta,
+                           n=n, s=0.5, delta=0.8, sigma0_sq=1.5, d=D + dof,
+                           estimator=estimator, train_w=True)
+        Qs[r], Rs[r] = R.frame_overlaps(E, Xr)
+        As[r] = ar
+    assert np.max(np.abs(Rs - m_in[:, :D] @ mu1[:, :D].T)) < 1e-6
+    se = Qs.std(axis=0) / math.sqrt(reps)
+    assert np.all(np.abs(Qs.mean(axis=0) - Q_mean) < 5 * se + 1e-9), (Qs.mean(axis=0), Q_mean)
+    assert np.all(np.abs(As.mean(axis=0) - a_mean) < 5 * As.std(axis=0) / math.sqrt(reps))
+    # Q'_kk - E = eta^2 (C C^T)_kk (chi^2_dof - dof): the sample variance has standard error
+    # Var sqrt((2 + 12 / dof) / reps) (kurtosis of chi^2_dof: 3 + 12 / dof)
+    v = np.array([Qs[:, k, k].var() for k in range(M)])
+    se_v = Q_var * math.sqrt((2.0 + 12.0 / dof) / reps)
+    assert np.all(np.abs(v - Q_var) < 5 * se_v + 1e-12), (v, Q_var)
+    assert np.all(eta ** 2 * dof * np.diag(CC) > 1e-4)   # the out-of-frame noise is not nil
+
+
 def _random_overlaps(g, T, M):
     """A realisable (Q, R): means with random coordinates in span{mu} plus M more axes."""
     E, _, _ = R._target_factor(T)
