@@ -45,7 +45,9 @@ and D^2 is about twice the inflation: when the inflation at the end of the run e
 s, the components no longer see each other, the entropy's repulsion is lost, and both can settle
 where a single component would (for a target with overlapping modes: between them, where the
 nearest-mode assignment is a coin flip). ``reparam`` (whose score term cancels the 1/s part for
-a component far from the others) does not have this noise. Measured (s = 0.1, Delta = 10, T =
+a component far from the others) has the noise ``w_k (beta/Delta + gamma/sigma0^2) sqrt(s)
+ebar`` instead (:func:`noise_inflation`): smaller than stl's at high temperature, larger once
+beta/Delta + gamma/sigma0^2 > 1/(2 s) (at beta = 1 with Delta = s, where stl's vanishes). Measured (s = 0.1, Delta = 10, T =
 [[9, -9], [-9, 9]], exponential T0 = 20, tau = 100, d = 100, n = 8, default t_end): the gradient
 flow from the same starts collapses in 0 of 30 runs; SGD with ``stl``, eta = 0.02 (inflation
 predicted 33 at t = 74 and 6.0 at t_end, measured medians 34 and 6.0) in 11 of 30, 23 of them
@@ -102,7 +104,8 @@ from .validate import format_bytes, format_seconds, fraction, positive_float, po
 
 __all__ = ["MonteCarloConfig", "MonteCarloResult", "MonteCarloCost", "DEFAULT_ETA",
            "MAX_RELAX_TIME", "RELAX_FACTOR", "NS_PER_NORMAL", "stable_step", "default_eta",
-           "check_step", "stl_noise_inflation", "relaxation_time", "default_relax_time",
+           "check_step", "stl_noise_inflation", "noise_inflation", "noise_inflation_note",
+           "relaxation_time", "default_relax_time",
            "default_t_end", "estimate_cost", "check_cost"]
 
 #: The default SGD step when it is stable with a margin of 10 (:func:`default_eta`).
@@ -261,24 +264,30 @@ def check_step(spec: ProblemSpec, eta: float) -> float:
     return eta
 
 
-def stl_noise_inflation(spec: ProblemSpec, d: int, eta: float, n: int,
-                        t_end: float | None = None, peak: bool = False,
-                        n_grid: int = 4000) -> float:
-    """Excess of ``|m_k|^2`` out of span{mu, m} that the ``stl`` noise of SGD has built up at
-    ``t_end`` (default :func:`default_t_end`; ``peak``: its largest value on [0, t_end]), for
-    a component far from the others.
+def noise_inflation(spec: ProblemSpec, d: int, eta: float, n: int,
+                    t_end: float | None = None, peak: bool = False, n_grid: int = 4000,
+                    estimator: str = "stl") -> float:
+    """Excess of ``|m_k|^2`` out of span{mu, m} that the gradient noise of SGD with the
+    gradient ``estimator`` has built up at ``t_end`` (default :func:`default_t_end`;
+    ``peak``: its largest value on [0, t_end]), for a component far from the others.
 
     Per coordinate out of the span the SGD chain is an Ornstein-Uhlenbeck process,
-    ``dv/dt = -2 lambda(t) v + eta sigma(t)^2`` with ``lambda = w (beta/Delta + gamma/sigma0^2)``
-    and ``sigma^2 = w^2 (1/s - beta/Delta - gamma/sigma0^2)^2 s / n`` along the schedule (w the
-    smallest weight, v(0) = 0), integrated exactly between the points of a grid of ``n_grid``
-    times; the result is ``(d - K - M) v(t_end)`` (or ``max_t v``).  Once stationary it is
-    ``(d - r) eta w (1/s - beta/Delta - gamma/sigma0^2)^2 s / (2 n (beta/Delta + gamma/sigma0^2))``.
-    Two components at squared distance D^2 ~ 2 x this overlap as exp(-D^2 / (8 s)): above
-    about 12 s at the end of the run their mutual repulsion is below 5 % of its value and
-    cannot separate them any more (module docstring).
+    ``dv/dt = -2 lambda(t) v + eta sigma(t)^2`` with ``lambda = w a``, ``a = beta/Delta +
+    gamma/sigma0^2`` and ``sigma^2 = w^2 c(s, a)^2 s / n`` along the schedule (w the smallest
+    weight, v(0) = 0), where ``c`` is the estimator's far-component noise coefficient
+    (``GradientEstimator.far_noise``: ``1/s - a`` for stl, ``a`` for reparam), integrated
+    exactly between the points of a grid of ``n_grid`` times; the result is
+    ``(d - K - M) v(t_end)`` (or ``max_t v``).  Once stationary it is
+    ``(d - r) eta w c^2 s / (2 n a)``.  Two components at squared distance D^2 ~ 2 x this
+    overlap as exp(-D^2 / (8 s)): above about 12 s at the end of the run their mutual
+    repulsion is below 5 % of its value and cannot separate them any more (module docstring).
+    stl's noise is smaller when ``a > 1/(2 s)`` (late in an annealing, beta Delta ~ s), reparam's
+    when ``a < 1/(2 s)`` (early, at high temperature).
     """
     spec = require_spec(spec)
+    far = gradient_estimator(estimator).far_noise
+    if far is None:
+        raise ValueError(f"estimator: {estimator!r} states no far-component noise coefficient")
     t_end = default_t_end(spec) if t_end is None else positive_float("t_end", t_end)
     s, delta = float(spec.family.variance), float(spec.target.variance)
     s0 = float(spec.path.base_variance) if spec.path.kind == "geometric" else 1.0
@@ -286,8 +295,9 @@ def stl_noise_inflation(spec: ProblemSpec, d: int, eta: float, n: int,
     t = np.linspace(0.0, t_end, n_grid + 1)
     beta = np.asarray(np.broadcast_to(spec.schedule.beta(t), t.shape), dtype=float)
     gamma = np.asarray(np.broadcast_to(spec.gamma(beta), t.shape), dtype=float)
-    lam = w * (beta / delta + gamma / s0)
-    sig2 = w * w * (1.0 / s - beta / delta - gamma / s0) ** 2 * s / n
+    a = beta / delta + gamma / s0
+    lam = w * a
+    sig2 = w * w * np.array([far(s, x) for x in a]) ** 2 * s / n
     v, vmax = 0.0, 0.0
     for i in range(n_grid):                      # exact for lambda, sigma frozen on a cell
         h = t[i + 1] - t[i]
@@ -299,6 +309,28 @@ def stl_noise_inflation(spec: ProblemSpec, d: int, eta: float, n: int,
         vmax = max(vmax, v)
     r = spec.target.K + spec.family.M
     return max(d - r, 0) * (vmax if peak else v)
+
+
+def stl_noise_inflation(spec: ProblemSpec, d: int, eta: float, n: int,
+                        t_end: float | None = None, peak: bool = False,
+                        n_grid: int = 4000) -> float:
+    """:func:`noise_inflation` of the ``stl`` estimator."""
+    return noise_inflation(spec, d, eta, n, t_end, peak, n_grid, estimator="stl")
+
+
+def noise_inflation_note(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str,
+                         t_end: float) -> str | None:
+    """The warning that SGD and its reduced chain attach to a result when the out-of-span
+    noise (:func:`noise_inflation`) exceeds 12 s at ``t_end``, else None."""
+    infl = noise_inflation(spec, d, eta, n, t_end, estimator=estimator)
+    s = float(spec.family.variance)
+    if infl <= 12.0 * s:
+        return None
+    other = "reparam" if estimator == "stl" else "stl"
+    return (f"{estimator} noise: at t_end SGD has inflated |m_k|^2 out of span by about "
+            f"{infl:.3g} (> 12 s = {12 * s:g}), so the components stop overlapping and the "
+            f"entropy's repulsion is lost; collapse can exceed the gradient flow's (a smaller "
+            f"eta, or estimator={other!r} where its noise is smaller, avoids it)")
 
 
 # ----------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ switches on the name.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,14 +78,28 @@ class GradientEstimator:
        sample objective (tested by finite differences).
     3. ``score_buffer``: the kernel needs the (M, M, d) buffer of ``mean_i rho_j eps`` (the
        score term); otherwise a (M, M, 1) placeholder is passed.
-    4. A new estimator is one registry entry plus one branch per kernel on its code, plus the
-       two tests of rule 2.
+    4. ``far_noise(s, a)``: for a component far from the others (rho_kk = 1), the noise of its
+       gradient out of span{mu, m} is ``w_k far_noise(s, a) sqrt(s) ebar``, ebar ~ N(0, I/n),
+       with ``a = beta/Delta + gamma/sigma0^2`` (:func:`analysis.mc_config.noise_inflation`).
+    5. A new estimator is one registry entry plus one branch per kernel on its code, plus the
+       two tests of rule 2 and the test of rule 4 (tests/test_montecarlo_reliability.py).
     """
 
     name: str
     code: int
     summary: str
     score_buffer: bool = False
+    far_noise: Callable[[float, float], float] | None = None
+
+
+def _stl_far_noise(s: float, a: float) -> float:
+    # grad_x log q at frozen parameters, -(x - m_k)/s, minus the target's a (x - ...)
+    return 1.0 / s - a
+
+
+def _reparam_far_noise(s: float, a: float) -> float:
+    # the pathwise log q term is constant in m_k (x - m_k = sqrt(s) eps): the target's part
+    return a
 
 
 #: Name -> :class:`GradientEstimator` (:class:`analysis.registry.CodeRegistry`).
@@ -105,10 +120,11 @@ STL_CODE = 0
 REPARAM_CODE = 1
 
 STL = register_gradient_estimator(GradientEstimator(
-    "stl", STL_CODE, "sticking the landing: q's parameters held fixed inside log q"))
+    "stl", STL_CODE, "sticking the landing: q's parameters held fixed inside log q",
+    far_noise=_stl_far_noise))
 REPARAM = register_gradient_estimator(GradientEstimator(
     "reparam", REPARAM_CODE, "full pathwise reparameterisation gradient (adds the score term)",
-    score_buffer=True))
+    score_buffer=True, far_noise=_reparam_far_noise))
 
 
 # ----------------------------------------------------------------------------------------

@@ -119,6 +119,8 @@ from .mc_config import (
     default_relax_time,
     default_t_end,
     estimate_cost,
+    noise_inflation,
+    noise_inflation_note,
     relaxation_time,
     stable_step,
     stl_noise_inflation,
@@ -151,8 +153,8 @@ __all__ = [
     "optimiser", "MonteCarloConfig", "MonteCarloResult", "MonteCarloCost", "DeterministicFlow",
     "CrossCheck", "realise_geometry", "initial_means", "initial_logits", "rng_states",
     "stochastic_gradient", "default_t_end", "default_relax_time", "relaxation_time",
-    "default_eta", "stable_step", "check_step", "stl_noise_inflation", "estimate_cost",
-    "check_cost", "DEFAULT_ETA", "MAX_RELAX_TIME", "simulate", "deterministic_flow",
+    "default_eta", "stable_step", "check_step", "stl_noise_inflation", "noise_inflation",
+    "estimate_cost", "check_cost", "DEFAULT_ETA", "MAX_RELAX_TIME", "simulate", "deterministic_flow",
     "cross_check", "ode_outcomes", "compare_with_ode", "overlaps", "SAMPLE_SETS",
 ]
 
@@ -284,15 +286,11 @@ def _notes(spec: ProblemSpec, cfg: MonteCarloConfig, relax: float, t_end: float,
         notes.append(f"{n_undecided} run(s) undecided: their classification changed in the "
                      f"final window{' after the last extension' if extended else ''} "
                      f"(counted as classified at t_end; see undecided / n_undecided)")
-    if gradient_estimator(cfg.estimator).name == "stl" and optimiser(cfg.optimizer).name == "sgd":
-        infl = stl_noise_inflation(spec, cfg.d, cfg.eta, cfg.n, t_end)
-        s = float(spec.family.variance)
-        if infl > 12.0 * s:
-            notes.append(f"stl noise: at t_end SGD has inflated |m_k|^2 out of span by about "
-                         f"{infl:.3g} (> 12 s = {12 * s:g}), so the components stop "
-                         f"overlapping and the entropy's repulsion is lost; collapse can "
-                         f"exceed the gradient flow's "
-                         f"(estimator='reparam' or a smaller eta avoids it)")
+    if optimiser(cfg.optimizer).name == "sgd":
+        note = noise_inflation_note(spec, cfg.d, cfg.eta, cfg.n,
+                                    gradient_estimator(cfg.estimator).name, t_end)
+        if note is not None:
+            notes.append(note)
     return tuple(notes)
 
 

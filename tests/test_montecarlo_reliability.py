@@ -37,6 +37,7 @@ from analysis.montecarlo import (
     default_eta,
     default_t_end,
     estimate_cost,
+    noise_inflation,
     ode_outcomes,
     realise_geometry,
     register_gradient_estimator,
@@ -203,20 +204,24 @@ def test_stable_step_and_default_eta():
              progress=False)
 
 
-def test_stl_noise_inflation_matches_sgd():
+@pytest.mark.parametrize("estimator", ["stl", "reparam"])
+def test_noise_inflation_matches_sgd(estimator):
     """Components sitting on two well-separated modes (rho_kk = 1): out of span{mu} each
     coordinate of m_k is the AR(1) chain x <- (1 - eta lam) x - eta w c sqrt(s) ebar,
-    lam = w beta/Delta, c = 1/s - beta/Delta, ebar ~ N(0, 1/n), whose stationary variance is
+    lam = w beta/Delta, ebar ~ N(0, 1/n), c = 1/s - beta/Delta for stl (grad_x log q at frozen
+    parameters is -(x - m_k)/s) and c = beta/Delta for reparam (x - m_k = sqrt(s) eps is fixed
+    in the pathwise log q term), whose stationary variance is
     eta w^2 c^2 s / (n lam (2 - eta lam)); SGD in R^d must reproduce it."""
     s, delta, beta, w, d, n, eta = 0.5, 1.0, 1.0, 0.5, 40, 4, 0.05
     spec = ProblemSpec(target=TargetMixture([[25.0, 0.0], [0.0, 25.0]], [0.5, 0.5], delta),
                        family=VariationalFamily(2, variance=s), schedule=ConstantSchedule(beta))
-    lam, c = w * beta / delta, 1.0 / s - beta / delta
+    lam = w * beta / delta
+    c = 1.0 / s - beta / delta if estimator == "stl" else beta / delta
     v = eta * w * w * c * c * s / (n * lam * (2.0 - eta * lam))
     S = 40
     mu, _ = realise_geometry(spec, d, seed=0)
     res = simulate(spec, MonteCarloConfig(d=d, seeds=S, eta=eta, n=n, t_end=30.0, n_records=4,
-                                          seed=5),
+                                          seed=5, estimator=estimator),
                    target_means=mu, m0=np.broadcast_to(mu, (S, 2, d)).copy(), progress=False)
     Tinv = np.linalg.inv(spec.target.T)
     R = res.R[:, -1]
@@ -225,8 +230,10 @@ def test_stl_noise_inflation_matches_sgd():
     se = out.std(ddof=1) / math.sqrt(out.size)
     assert abs(out.mean() - expected) < N_SE * se, (out.mean(), expected, se)
     # the library's formula (continuous time, d - K - M coordinates) is the same to O(eta lam)
-    pred = stl_noise_inflation(spec, d, eta, n, t_end=30.0)
+    pred = noise_inflation(spec, d, eta, n, t_end=30.0, estimator=estimator)
     assert pred == pytest.approx(expected * (d - 4) / (d - 2), rel=0.02)
+    if estimator == "stl":
+        assert stl_noise_inflation(spec, d, eta, n, t_end=30.0) == pred
 
 
 # ----------------------------------------------------------------------------------------

@@ -167,7 +167,7 @@ class SgdEstimator(CollapseEstimator):
         from solvers.sgd import frame_overlaps, initial_frame, rng_states
 
         from ..initial_law import initial_alpha, sample_overlaps
-        from ..mc_config import stl_noise_inflation
+        from ..mc_config import noise_inflation_note
         from ..progress import progress_bar
 
         if seed is None:                    # fresh entropy, recorded in the options
@@ -268,14 +268,9 @@ class SgdEstimator(CollapseEstimator):
                          f"window{last} (counted as classified at t_end)")
         if n_div:
             notes.append(f"{n_div} run(s) diverged (counted as not collapsed)")
-        if options.estimator == "stl":
-            infl = stl_noise_inflation(spec, d, eta, options.n, t_end)
-            s = float(spec.family.variance)
-            if infl > 12.0 * s:
-                notes.append(f"stl noise: at t_end SGD has inflated |m_k|^2 out of span by about "
-                             f"{infl:.3g} (> 12 s = {12 * s:g}); the components stop "
-                             "overlapping and the entropy's repulsion is lost (estimator="
-                             "'reparam' or a smaller eta avoids it)")
+        note = noise_inflation_note(spec, d, eta, options.n, options.estimator, t_end)
+        if note is not None:
+            notes.append(note)
         return CollapseResult(
             self.name, prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
             options={**options.to_dict(), "eta": eta, "seed": seed, "chunk": chunk},
