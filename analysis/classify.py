@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["NONE", "MEAN_ALIGNMENT", "VANISHING_WEIGHT", "DIVERGED", "MECHANISM_NAMES",
-           "assign", "classify", "mechanism_counts"]
+           "assign", "classify", "mechanism_counts", "undecided"]
 
 NONE = 0
 MEAN_ALIGNMENT = 1
@@ -133,3 +133,22 @@ def mechanism_counts(mechanism: np.ndarray) -> dict[str, int]:
     """Number of members per mechanism name (all names present, zeros included)."""
     mech = np.asarray(mechanism).ravel()
     return {name: int(np.count_nonzero(mech == code)) for code, name in enumerate(MECHANISM_NAMES)}
+
+
+def undecided(Q_end: np.ndarray, R_end: np.ndarray, w_end: np.ndarray | None,
+              Q_back: np.ndarray, R_back: np.ndarray, w_back: np.ndarray | None,
+              T: np.ndarray, weight_threshold: float = 1e-3
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs whose outcome is not settled over a final window: the classification
+    (:func:`classify`) or the nearest-mode assignment (:func:`assign`, NaN read as 0) at the
+    end differs from the one at the window's start, among the runs that did not diverge.
+
+    Q_*, R_*, w_* : (S, M, M), (S, M, K), (S, M) or None, at the end and at the start of the
+    window.  Returns ``(undecided (S,) bool, collapsed_end (S,), mechanism_end (S,))``.
+    """
+    c_end, m_end = classify(Q_end, R_end, T, w_end, weight_threshold)
+    c_back, _ = classify(Q_back, R_back, T, w_back, weight_threshold)
+    a_end = assign(np.nan_to_num(Q_end), np.nan_to_num(R_end), T)
+    a_back = assign(np.nan_to_num(Q_back), np.nan_to_num(R_back), T)
+    moved = (c_end != c_back) | np.any(a_end != a_back, axis=-1)
+    return (m_end != DIVERGED) & moved, c_end, m_end

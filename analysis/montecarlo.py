@@ -107,6 +107,7 @@ from derivations.spec import ProblemSpec, require_spec
 
 from . import mc_optimisers as _opt
 from .classify import assign, classify
+from .classify import undecided as undecided_runs
 from .mc_config import (
     DEFAULT_ETA,
     MAX_RELAX_TIME,
@@ -410,11 +411,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
             back = min(max(back, 0), len(rec_steps) - 2)
             wf = _softmax(rec_a[-1]) if train_w else None
             wb = _softmax(rec_a[back]) if train_w else None
-            cf, mf = classify(rec_Q[-1], rec_R[-1], T, wf, cfg.weight_threshold)
-            cb, mb = classify(rec_Q[back], rec_R[back], T, wb, cfg.weight_threshold)
-            af = assign(np.nan_to_num(rec_Q[-1]), np.nan_to_num(rec_R[-1]), T)
-            ab = assign(np.nan_to_num(rec_Q[back]), np.nan_to_num(rec_R[back]), T)
-            undecided = (mf != 3) & ((cf != cb) | np.any(af != ab, axis=-1))
+            undecided, cf, mf = undecided_runs(rec_Q[-1], rec_R[-1], wf, rec_Q[back],
+                                               rec_R[back], wb, T, cfg.weight_threshold)
             if not undecided.any() or extensions >= max_ext:
                 break
             extensions += 1

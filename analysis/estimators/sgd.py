@@ -46,7 +46,8 @@ import numpy as np
 
 from derivations.spec import ProblemSpec
 
-from ..classify import DIVERGED, assign, classify
+from ..classify import DIVERGED
+from ..classify import undecided as undecided_runs
 from ..stats import proportion
 from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
 
@@ -239,11 +240,7 @@ class SgdEstimator(CollapseEstimator):
                 step = total
                 ends.append(total)
                 Qf, Rf, wf = state()
-                cf, mf = classify(Qf, Rf, T, wf, thr)
-                cb, _ = classify(Qb, Rb, T, wb, thr)
-                af = assign(np.nan_to_num(Qf), np.nan_to_num(Rf), T)
-                ab = assign(np.nan_to_num(Qb), np.nan_to_num(Rb), T)
-                undecided = (mf != DIVERGED) & ((cf != cb) | np.any(af != ab, axis=-1))
+                undecided, cf, mf = undecided_runs(Qf, Rf, wf, Qb, Rb, wb, T, thr)
                 if not undecided.any() or extensions >= max_ext:
                     break
                 extensions += 1
