@@ -6,7 +6,7 @@ from __future__ import annotations
 from derivations.spec import ProblemSpec
 
 __all__ = ["compiled_model", "stationary_event", "default_ode_t_end", "is_antipodal_pair",
-           "chunked_initial_states"]
+           "chunked_initial_states", "run_chunks"]
 
 
 def compiled_model(spec: ProblemSpec):
@@ -57,3 +57,15 @@ def chunked_initial_states(spec: ProblemSpec, d: int, draws: int, seed: int | No
     sizes = [draws // n_chunks + (1 if i < draws % n_chunks else 0) for i in range(n_chunks)]
     return [sample_initial_states(spec, d, s, np.random.default_rng(st))
             for s, st in zip(sizes, root.spawn(n_chunks))]
+
+
+def run_chunks(fn, spec: ProblemSpec, chunks: list, args: tuple, progress: bool,
+               max_extensions: int, executor=None) -> list:
+    """``[fn(spec_json, Y0, *args, progress, max_extensions) for Y0 in chunks]``, in process or
+    on ``executor`` (then without progress bars; ``fn`` must be picklable, i.e. module-level,
+    and gets the specification as JSON so that workers rebuild it)."""
+    text = spec.to_json()
+    if executor is None:
+        return [fn(text, Y0, *args, progress, max_extensions) for Y0 in chunks]
+    futures = [executor.submit(fn, text, Y0, *args, False, max_extensions) for Y0 in chunks]
+    return [f.result() for f in futures]

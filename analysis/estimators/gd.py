@@ -46,6 +46,7 @@ from .common import (
     chunked_initial_states,
     compiled_model,
     default_ode_t_end,
+    run_chunks,
     stationary_event,
 )
 from .ode import ODE_CHUNK
@@ -182,15 +183,9 @@ class GdEstimator(CollapseEstimator):
         t_end = self._t_end(spec, options)
         eta = float(options.eta)
         Y0s = gd_initial_states(spec, d, draws, seed, options.chunk)
-        text = spec.to_json()
         args = (eta, t_end, options.tol, options.weight_threshold)
-        if executor is None:
-            parts = [_gd_chunk(text, Y0, *args, options.progress, options.max_extensions)
-                     for Y0 in Y0s]
-        else:
-            futures = [executor.submit(_gd_chunk, text, Y0, *args, False,
-                                       options.max_extensions) for Y0 in Y0s]
-            parts = [f.result() for f in futures]
+        parts = run_chunks(_gd_chunk, spec, Y0s, args, options.progress, options.max_extensions,
+                           executor)
         collapsed = np.concatenate([p[0] for p in parts])
         mech = np.concatenate([p[1] for p in parts])
         status = np.concatenate([p[2] for p in parts])

@@ -29,6 +29,7 @@ from .common import (
     chunked_initial_states,
     compiled_model,
     default_ode_t_end,
+    run_chunks,
     stationary_event,
 )
 
@@ -124,15 +125,9 @@ class OdeEstimator(CollapseEstimator):
 
         t_end = float(options.t_end or default_ode_t_end(spec))
         Y0s = chunked_initial_states(spec, d, draws, seed, options.chunk)
-        text = spec.to_json()
         args = (t_end, options.rtol, options.atol, options.weight_threshold)
-        if executor is None:
-            parts = [_solve_chunk(text, Y0, *args, options.progress, options.max_extensions)
-                     for Y0 in Y0s]
-        else:
-            futures = [executor.submit(_solve_chunk, text, Y0, *args, False,
-                                       options.max_extensions) for Y0 in Y0s]
-            parts = [f.result() for f in futures]
+        parts = run_chunks(_solve_chunk, spec, Y0s, args, options.progress, options.max_extensions,
+                           executor)
         collapsed = np.concatenate([p[0] for p in parts])
         mech = np.concatenate([p[1] for p in parts])
         status = np.concatenate([p[2] for p in parts])
