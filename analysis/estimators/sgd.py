@@ -49,7 +49,8 @@ from derivations.spec import ProblemSpec
 from ..classify import DIVERGED
 from ..classify import undecided as undecided_runs
 from ..stats import proportion
-from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
+from .base import CollapseEstimator, CollapseResult, Cost, register_estimator
+from .montecarlo import MonteCarloOptions
 
 __all__ = ["SgdEstimator", "SgdOptions", "SECONDS_PER_UNIT"]
 
@@ -62,27 +63,18 @@ _N_RECORDS = 101
 
 
 @dataclass(frozen=True)
-class SgdOptions(EstimatorOptions):
-    eta: float | None = field(default=None, metadata={
-        "help": "SGD step; t = eta * steps (default: analysis.mc_config.default_eta, "
-                "min(0.02, stable step / 10))"})
-    n: int = field(default=8, metadata={"help": "samples per component per step"})
-    estimator: str = field(default="stl", metadata={
-        "help": "gradient estimator", "choices": ("stl", "reparam")})
+class SgdOptions(MonteCarloOptions):
+    """The montecarlo estimator's options (the same SGD), with plain SGD only and the
+    extension count of the final-window rule."""
+
     optimizer: str = field(default="sgd", metadata={
         "help": "optimiser (sgd only: Adam has no exact reduction)"})
-    t_end: float | None = field(default=None, metadata={
-        "help": "final time (default: schedule settled + relaxation, extended while outcomes "
-                "change)"})
-    weight_threshold: float = field(default=1e-3, metadata={
-        "help": "ignore components with weight below this in the classification"})
     max_extensions: int = field(default=4, metadata={
         "help": "times the default t_end is extended while outcomes change"})
     chunk: int | None = field(default=None, metadata={
         "help": "runs per executor task (default: draws/8 with an executor)"})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.optimizer != "sgd":
             if str(self.optimizer).lower() == "adam":
                 raise ValueError(
@@ -90,18 +82,9 @@ class SgdOptions(EstimatorOptions):
                     "depends on the basis of R^d), so its chain has no exact reduction; the sgd "
                     "estimator supports plain SGD only -- use --method montecarlo for Adam")
             raise ValueError(f"optimizer: must be 'sgd', got {self.optimizer!r}")
-        if self.eta is not None and self.eta <= 0:
-            raise ValueError(f"eta: must be > 0, got {self.eta}")
-        if self.n < 1:
-            raise ValueError(f"n: must be >= 1, got {self.n}")
-        if self.t_end is not None and self.t_end <= 0:
-            raise ValueError(f"t_end: must be > 0, got {self.t_end}")
-        if not 0 <= self.weight_threshold < 1:
-            raise ValueError(f"weight_threshold: must lie in [0, 1), got {self.weight_threshold}")
+        super().__post_init__()
         if self.max_extensions < 0:
             raise ValueError(f"max_extensions: must be >= 0, got {self.max_extensions}")
-        if self.chunk is not None and self.chunk < 1:
-            raise ValueError(f"chunk: must be >= 1, got {self.chunk}")
 
 
 def _advance_chunk(E, tdiag, logpi, X, alpha, rng, active, betas, gammas, kw):
