@@ -16,14 +16,18 @@ Module map (flat package):
   symmetries), :mod:`~solvers.newton`, :mod:`~solvers.stability`,
   :mod:`~solvers.fixedpoints` (multi-start search), :mod:`~solvers.continuation`;
 * finite steps: :mod:`~solvers.gd` (the exact reduced map of plain gradient descent at step
-  eta, ensembles of it; ``solve_gd``, ``run_gd``, ``gd_map`` are re-exported here, imported on
-  first access so that ``import solvers`` compiles nothing).
+  eta, ensembles of it; ``solve_gd``, ``run_gd``, ``gd_map``) and :mod:`~solvers.sgd` (the
+  exact reduced Markov chain of SGD with reparameterised samples; ``run_sgd``,
+  ``initial_frame``, ``frame_overlaps``, ``frame_dimension``), re-exported here and imported
+  on first access so that ``import solvers`` compiles nothing.
 """
 
 from importlib import import_module as _import_module
 from typing import Any as _Any
 
-_LAZY = {"solve_gd": "gd", "run_gd": "gd", "gd_map": "gd", "GDResult": "gd", "GDRun": "gd"}
+_LAZY = {"solve_gd": "gd", "run_gd": "gd", "gd_map": "gd", "GDResult": "gd", "GDRun": "gd",
+         "run_sgd": "sgd", "SgdRun": "sgd", "initial_frame": "sgd", "frame_overlaps": "sgd",
+         "frame_dimension": "sgd"}
 
 __all__ = list(_LAZY)
 
