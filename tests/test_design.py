@@ -1,0 +1,203 @@
+"""Schedule design (analysis.design, ``mfvi design-schedule``; issue 11 section 2).
+
+Small, fast setting: A = 9, d = 1000, budget 20 (short trajectories), a handful of search
+evaluations at the designer's reduced separatrix accuracy and a moderately reduced final
+accuracy.  Expected values come from independent evaluations (the ode ensemble, a grid computed
+here, the command line), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from analysis.cli import main
+from analysis.collapse import collapse_probability
+from analysis.design import FAMILIES, design_schedule, family_schedule
+from analysis.stats import wilson_interval
+from derivations.spec import (
+    ExponentialSchedule,
+    LinearSchedule,
+    PiecewiseConstantSchedule,
+    ProblemSpec,
+    TabulatedSchedule,
+    TargetMixture,
+    symmetric_bimodal,
+)
+
+A, D, BUDGET, TOL = 9.0, 1000, 20.0, 1e-3
+SEARCH = {"n_eps_per_decade": 4, "tol": 1e-3, "rel_tol": 1e-2, "n_coarse": 8}
+FINAL = {"n_eps_per_decade": 6, "tol": 3e-4, "rel_tol": 3e-3, "n_coarse": 8}
+SMALL = dict(max_evaluations=8, grid_T0=(3.0, 20.0), grid_fractions=(1.0,), n_initial=2,
+             n_refine=2, search_options=SEARCH, final_options=FINAL)
+
+
+@pytest.fixture(scope="module")
+def designs():
+    spec = symmetric_bimodal(A)
+    return {fam: design_schedule(spec, D, BUDGET, fam, **{
+        **SMALL, "max_evaluations": 14 if fam in ("exponential", "linear") else 8})
+        for fam in FAMILIES}
+
+
+def _monotone_and_within_budget(s, budget, tol=TOL):
+    t = np.linspace(0.0, 3.0 * budget, 30001)
+    b = np.asarray(s.beta(t))
+    assert np.all(np.diff(b) >= -1e-14), s
+    assert s.beta_final == 1.0
+    assert s.settle_time(tol) <= budget, s
+    assert np.all(b[t >= budget] >= 1.0 - tol), s
+    assert np.all((b > 0) & (b <= 1.0))
+
+
+def test_parameterisations_respect_the_budget_and_are_monotone_by_construction():
+    rng = np.random.default_rng(7)
+    for fam in FAMILIES:
+        n = {"exponential": 2, "linear": 2, "piecewise": 6, "free": 8}[fam]
+        for _ in range(200):
+            # the box and beyond it (values are clipped)
+            x = rng.uniform(-0.5, 3.5, n)
+            s = family_schedule(fam, x, 37.0)
+            _monotone_and_within_budget(s, 37.0)
+
+
+def test_designed_schedules_respect_the_budget_and_are_monotone(designs):
+    kinds = {"exponential": ExponentialSchedule, "linear": LinearSchedule,
+             "piecewise": PiecewiseConstantSchedule, "free": TabulatedSchedule}
+    for fam, r in designs.items():
+        assert isinstance(r.schedule, kinds[fam])
+        _monotone_and_within_budget(r.schedule, BUDGET)
+        if fam in ("piecewise", "free"):
+            assert np.all(np.diff(r.schedule.betas) >= 0)
+        assert r.n_evaluations == sum(r.evaluations.values())
+        search = r.evaluations["grid"] + r.evaluations["initial"] + r.evaluations["optimizer"]
+        assert search <= (14 if fam in ("exponential", "linear") else 8)
+
+
+def test_optimum_agrees_with_an_independent_ode_ensemble(designs):
+    r = designs["exponential"]
+    n = 3000
+    ode = collapse_probability(r.spec, D, "ode", draws=n, seed=2024)
+    # 99.9% Wilson interval of the ensemble (a 1e-3 chance of a false alarm per run, and the
+    # seed is fixed), widened by the separatrix's numerical error bound and its neglected
+    # O(d^-1/2) fluctuations of Q(0) (relative 1/sqrt(d) of p)
+    lo, hi = wilson_interval(ode.k, n, confidence=0.999)
+    slack = r.error_bound + r.p / math.sqrt(D)
+    assert lo - slack <= r.p <= hi + slack, (r.p, ode.k, n, lo, hi)
+
+
+def test_optimum_no_worse_than_an_independent_grid_of_the_same_family(designs):
+    spec = symmetric_bimodal(A)
+    for fam in ("exponential", "linear"):
+        r = designs[fam]
+        cells = []
+        for T0 in (4.0, 8.0, 30.0):
+            if fam == "linear":
+                s = LinearSchedule(T0, BUDGET)
+            else:
+                L = math.log((T0 - 1) * (1 - TOL) / TOL)      # settle time / tau
+                s = ExponentialSchedule(T0, BUDGET / L * 0.999)
+            assert s.settle_time(TOL) <= BUDGET
+            c = collapse_probability(spec.replace(schedule=s), D, "separatrix", **FINAL)
+            cells.append((c.p, c.details["error_bound"]))
+        p_cell, e_cell = min(cells)
+        # up to the error bounds of both final values and the resolution of the search
+        # (candidates closer than twice its error bound are indistinguishable to it)
+        tol = e_cell + r.error_bound + 2 * r.search_uncertainty
+        assert r.p <= p_cell + tol, (fam, r.p, cells, r.search_uncertainty)
+    # the free family contains the linear one: no worse than the linear grid either
+    p_cell, e_cell = min(
+        (c.p, c.details["error_bound"]) for c in
+        (collapse_probability(spec.replace(schedule=LinearSchedule(T0, BUDGET)), D,
+                              "separatrix", **FINAL) for T0 in (4.0, 8.0, 30.0)))
+    r = designs["free"]
+    assert r.p <= p_cell + e_cell + r.error_bound + 2 * r.search_uncertainty
+
+
+def test_reported_p_is_that_of_the_returned_specification(designs):
+    for r in designs.values():
+        again = collapse_probability(ProblemSpec.from_json(r.spec.to_json()), D, "separatrix",
+                                     **FINAL)
+        assert abs(again.p - r.p) <= 1e-12
+        assert r.ci[0] <= r.p <= r.ci[1]
+
+
+def test_ode_objective_uses_fresh_draws_for_the_final_value():
+    # unequal target weights: the separatrix does not apply, auto picks ode
+    base = symmetric_bimodal(A)
+    t = base.target
+    spec = base.replace(target=TargetMixture(t.gram, (0.6, 0.4), t.variance))
+    r = design_schedule(spec, 200, 10.0, "linear", max_evaluations=3, grid_T0=(5.0,),
+                        grid_fractions=(1.0,), n_initial=2, search_draws=200,
+                        final_draws=600, seed=5)
+    assert r.method == "ode"
+    _monotone_and_within_budget(r.schedule, 10.0)
+    again = collapse_probability(r.spec, 200, "ode", draws=600, seed=6)
+    assert (r.k, r.n) == (again.k, 600)
+    lo, hi = wilson_interval(again.k, 600)
+    assert r.ci == pytest.approx((lo, hi))
+    with pytest.raises(ValueError, match="^spec:"):
+        design_schedule(spec, 200, 10.0, "linear", method="separatrix")
+
+
+def test_command_json_round_trips_and_collapse_verifies_it(tmp_path, capsys):
+    spec_file = tmp_path / "designed.json"
+    rc = main(["design-schedule", "--preset", "symmetric-bimodal", "--A", "9", "--d", str(D),
+               "--budget", str(BUDGET), "--family", "linear", "--max-evaluations", "3",
+               "--n-refine", "1", "--json", "--spec-out", str(spec_file)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    spec = ProblemSpec.from_json(spec_file.read_text())
+    assert spec == ProblemSpec.from_dict(out["spec"])
+    assert ProblemSpec.from_json(spec.to_json()) == spec
+    assert spec.schedule.to_dict() == out["schedule"]
+    assert spec.schedule.settle_time(out["beta_tol"]) <= BUDGET
+    assert out["family"] == "linear" and out["budget"] == BUDGET
+    assert out["n_evaluations"] == sum(out["evaluations"].values())
+    assert {"T0", "tau", "p"} <= set(out["grid"]["best"])
+    rc = main(["collapse", "--spec", str(spec_file), "--method", "separatrix", "--d", str(D),
+               "--json"])
+    assert rc == 0
+    check = json.loads(capsys.readouterr().out)
+    assert abs(check["p"] - out["p"]) <= out["error_bound"] + check["details"]["error_bound"]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--budget", "0"], "--budget"),
+    (["--budget", "-5"], "--budget"),
+    (["--budget", "10", "--family", "cosine"], "--family"),
+    (["--budget", "10", "--method", "gd"], "--method"),
+])
+def test_command_bad_input_exits_2_naming_the_parameter(argv, flag, capsys):
+    rc = main(["design-schedule", "--A", "9", *argv])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err, err
+
+
+def test_command_separatrix_on_a_non_antipodal_spec_exits_2(tmp_path, capsys):
+    base = symmetric_bimodal(A)
+    t = base.target
+    f = tmp_path / "skewed.json"
+    f.write_text(base.replace(target=TargetMixture(t.gram, (0.7, 0.3), t.variance)).to_json())
+    rc = main(["design-schedule", "--spec", str(f), "--budget", "10", "--method", "separatrix"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--method" in err and "separatrix" in err, err
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"budget": 0.0}, "budget"), ({"budget": -1.0}, "budget"),
+    ({"budget": float("nan")}, "budget"), ({"budget": "10"}, "budget"),
+    ({"family": "cosine"}, "family"), ({"method": "gd"}, "method"),
+    ({"optimizer": "bfgs"}, "optimizer"), ({"max_evaluations": 0}, "max_evaluations"),
+    ({"n_knots": 1}, "n_knots"), ({"d": 0}, "d"),
+])
+def test_library_bad_input_names_the_parameter(kwargs, name):
+    args = {"d": D, "budget": 10.0, "family": "exponential", **kwargs}
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        design_schedule(symmetric_bimodal(A), args.pop("d"), args.pop("budget"),
+                        args.pop("family"), **args)
