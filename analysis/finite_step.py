@@ -1,0 +1,511 @@
+r"""Why SGD collapses more than the gradient flow: the effective initial overlap (issue 10 s. 2).
+
+Setting: the separatrix setting (two components with fixed equal weights on the antipodal
+target ``mu_2 = -mu_1``, ``|mu_1|^2 = A``; :func:`analysis.estimators.separatrix.check_separatrix_spec`),
+SGD with step eta and n samples per component (``stl`` or ``reparam``, DESIGN.md section 7).
+
+Derivation
+----------
+1. *Per-step noise of the overlaps at the symmetric state.*  At R = 0 (any Q) the projection
+   ``g_k . mu_1`` of the SGD gradient has mean 0 (the flow's R-velocity vanishes) and a noise
+   that is a sum over the N = 2n samples ``x_ji = m_j + sqrt(s) xi_ji``.  With
+   ``z = xi_ji . mu_1 / sqrt(A)`` ~ N(0, 1), which at R = 0 is independent of every
+   ``xi_ji . m_l`` and hence of the variational responsibilities ``rho_l(x_ji)``, sample (j, i)
+   contributes to component k (solvers/sgd.py's gradient, projected on mu_1)
+
+       (1/n) [ delta_jk w_j h(z) + [reparam] w_j sqrt(A/s) rho_k(x_ji) z ],
+       h(z) = -(beta A/Delta) tanh(b z) + c sqrt(s A) z,   b = sqrt(s A)/Delta,
+       c = -1/s + beta/Delta + gamma/sigma0^2
+
+   (``r_1 - r_2 = tanh(b z)`` at R = 0).  Its covariance over k, l (per step, per unit
+   eta^2 of the R-increment) is
+
+       Sigma_kl = (1/n) sum_j w_j^2 [ delta_jk delta_jl E h^2
+                  + [reparam] sqrt(A/s) E[h z] (delta_jk E_j rho_l + delta_jl E_j rho_k)
+                  + [reparam] (A/s) E_j[rho_k rho_l] ],
+       E h^2 = (beta A/Delta)^2 E tanh^2(b z) - 2 (beta A/Delta) c sqrt(s A) b E sech^2(b z)
+               + c^2 s A,        E[h z] = -(beta A/Delta) b E sech^2(b z) + c sqrt(s A)
+
+   (Stein: E z tanh(b z) = b E sech^2(b z)), with ``E_j`` over ``rho_1 = sigmoid(l_j)``,
+   ``l_j = (Q_j1 - Q_j2 - (Q_11 - Q_22)/2)/s + sqrt(|m_1 - m_2|^2 / s) zeta``.  stl's noise is
+   isotropic in (R_11, R_21) and does not depend on Q; reparam's couples the components through
+   the shared samples (anisotropic, Q-dependent).  By the exchange symmetry, e_s and e_a
+   diagonalise Sigma: ``sigma_x^2 = e_x . Sigma e_x``.
+2. *Propagation.*  In the linear phase the overlaps follow ``du_x = lambda_x(t) u_x dt +
+   sqrt(eta) sigma_x(t) dW_x`` along the flow's symmetric trajectory (per step the increment
+   has variance ``eta^2 sigma_x^2``, 1/eta steps per unit time), so with
+   ``g_x(t) = exp int_0^t lambda_x`` (:func:`analysis.asymptotics.growth_exponents`)
+
+       u_x(t) = g_x(t) [ u_x(0) + sqrt(eta) int_0^t g_x(t')^{-1} sigma_x(t') dW_x(t') ]:
+
+   the state at t is that of the flow from the *effective initial overlap* in brackets, a
+   Gaussian of variance
+
+       eps_x^2 = eps0^2 + eta int_0^{t_*} sigma_x(t')^2 g_x(t')^{-2} dt',   x in {s, a},
+
+   eps0 = sigma_init sqrt(A/d).  The integral is cut at the end of the linear phase t_*, the
+   first time the amplitude ``g_s(t) eps_s(t)`` reaches ``u_nl`` (later noise is weighted by
+   ``g^-2 <~ (eps/u_nl)^2``).  At constant rates it is ``eta sigma_x^2 / (2 lambda_x)``:
+   since lambda_s < lambda_a, the noise adds more variance along e_s (collapse) than along e_a.
+3. *Collapse probability.*  The separatrix criterion (collapse iff the angle from e_s is within
+   ``theta_c(|u|)`` mod pi) applied to the anisotropic Gaussian ``u ~ N(0, diag(eps_s^2,
+   eps_a^2))``:
+
+       P = (2 / (pi eps_s eps_a)) int_0^inf r dr int_0^{theta_c(r)}
+           exp(-(r^2/2)(cos^2 th / eps_s^2 + sin^2 th / eps_a^2)) d th,
+
+   which is ``E_{chi ~ Rayleigh}[2 theta_c(eps chi)/pi]`` when eps_s = eps_a.  theta_c from
+   :func:`analysis.estimators.separatrix.critical_angles` (the flow's basin boundary).
+
+Not included (what the comparison with the reduced engine measures): the change of Q by the
+noise -- the out-of-span inflation of |m_k|^2 (:func:`analysis.mc_config.noise_inflation`,
+STL's vanishes at beta Delta = s, reparam's does not), which weakens the repulsion and moves
+the basin boundary; the O(eta) difference between the GD map and the flow; noise after the
+linear phase.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from derivations.spec import ProblemSpec, require_spec
+
+__all__ = ["FiniteStepPrediction", "NoiseCovariance", "effective_overlap_prediction",
+           "overlap_noise_covariance", "accumulated_noise", "anisotropic_rayleigh",
+           "inflation_source"]
+
+_ESTIMATORS = ("stl", "reparam")
+#: Quadrature grid (trapezoid, exponentially accurate for these smooth integrands).
+_Z = np.linspace(-12.0, 12.0, 4801)
+_WZ = np.exp(-0.5 * _Z ** 2) / math.sqrt(2.0 * math.pi) * (_Z[1] - _Z[0])
+
+
+def _check_inputs(spec: Any, d: Any, eta: Any, n: Any, estimator: Any) -> ProblemSpec:
+    from .estimators.separatrix import check_separatrix_spec
+    spec = require_spec(spec)
+    check_separatrix_spec(spec)
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 3:
+        raise ValueError(f"d: must be an integer >= rank T + M = 3, got {d!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.number)) \
+            or not (math.isfinite(float(eta)) and float(eta) > 0):
+        raise ValueError(f"eta: must be a finite number > 0, got {eta!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: must be an integer >= 1, got {n!r}")
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
+    return spec
+
+
+def _gamma_over_s0(spec: ProblemSpec, beta: float) -> float:
+    g = float(spec.gamma(beta))
+    return g / float(spec.path.base_variance) if g else 0.0
+
+
+@dataclass(frozen=True)
+class NoiseCovariance:
+    """Per-step covariance of ``(g_1 . mu_1, g_2 . mu_1)`` at R = 0 (module docstring, 1).
+
+    ``Sigma`` (2, 2); ``sigma_s2, sigma_a2``: along e_s, e_a; ``cross``: e_s . Sigma e_a (0 by
+    symmetry at a symmetric Q).  The R-increment of one step has covariance eta^2 Sigma.
+    """
+
+    Sigma: np.ndarray
+    sigma_s2: float
+    sigma_a2: float
+    cross: float
+
+
+def overlap_noise_covariance(spec: ProblemSpec, Q: Any, beta: float, n: int,
+                             estimator: str = "stl") -> NoiseCovariance:
+    """Closed-form covariance of the SGD gradient's mu_1-projections at R = 0 and Q (2, 2)."""
+    spec = require_spec(spec)
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: must be an integer >= 1, got {n!r}")
+    from scipy.special import expit
+    Q = np.asarray(Q, dtype=float)
+    if Q.shape != (2, 2):
+        raise ValueError(f"Q: must have shape (2, 2), got {Q.shape}")
+    A = float(spec.target.T[0, 0])
+    s, Dl = float(spec.family.variance), float(spec.target.variance)
+    w = np.asarray(spec.family.w, dtype=float)
+    beta = float(beta)
+    c = -1.0 / s + beta / Dl + _gamma_over_s0(spec, beta)
+    b = math.sqrt(s * A) / Dl
+    ba = beta * A / Dl
+    th = np.tanh(b * _Z)
+    t2 = float(_WZ @ (th * th))
+    sech2 = 1.0 - t2                       # E sech^2 = 1 - E tanh^2
+    ztanh = b * sech2
+    Eh2 = ba * ba * t2 - 2.0 * ba * c * math.sqrt(s * A) * ztanh + c * c * s * A
+    Ehz = -ba * ztanh + c * math.sqrt(s * A)
+    Sigma = np.zeros((2, 2))
+    for j in range(2):
+        Sigma[j, j] += w[j] ** 2 * Eh2
+    if estimator == "reparam":
+        D2 = max(Q[0, 0] + Q[1, 1] - 2.0 * Q[0, 1], 0.0)
+        for j in range(2):
+            mean = math.log(w[0] / w[1]) + (Q[j, 0] - Q[j, 1] - 0.5 * (Q[0, 0] - Q[1, 1])) / s
+            rho1 = expit(mean + math.sqrt(D2 / s) * _Z)
+            rho = (rho1, 1.0 - rho1)
+            Er = [float(_WZ @ r) for r in rho]
+            for k in range(2):
+                for m in range(2):
+                    v = (A / s) * float(_WZ @ (rho[k] * rho[m]))
+                    v += math.sqrt(A / s) * Ehz * ((j == k) * Er[m] + (j == m) * Er[k])
+                    Sigma[k, m] += w[j] ** 2 * v
+    Sigma /= n
+    es = np.array([1.0, 1.0]) / math.sqrt(2.0)
+    ea = np.array([1.0, -1.0]) / math.sqrt(2.0)
+    return NoiseCovariance(Sigma, float(es @ Sigma @ es), float(ea @ Sigma @ ea),
+                           float(es @ Sigma @ ea))
+
+
+# ----------------------------------------------------------------------------------------
+# the flow with the out-of-span inflation of Q (mechanism 2)
+# ----------------------------------------------------------------------------------------
+
+def inflation_source(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str
+                     ) -> tuple[float, float, float]:
+    """``(q, c1, c0)``: the out-of-span noise adds ``q (c1 beta + c0)^2`` to dQ_kk/dt.
+
+    Per step the out-of-frame part of ``eta g_k`` is ``eta sum_(j,i) C_k,(j,i) xi_perp_ji``
+    (solvers/sgd.py), whose expected squared norm is ``eta^2 (d - D) sum C_k,(j,i)^2``; per
+    unit time (1/eta steps) that is ``eta (d - D) w_k^2 c^2 s / n`` with c the estimator's
+    far-component coefficient (:func:`analysis.mc_config.noise_inflation`): stl
+    ``c = -1/s + beta/Delta + gamma/sigma0^2``, reparam (components far apart, rho_k(x_ji) ->
+    delta_jk) ``c = beta/Delta + gamma/sigma0^2``; both linear in beta (gamma = 0 or 1 - beta).
+    It vanishes for stl at ``beta Delta = s`` on tempering (the preset at beta = 1).
+    """
+    from solvers.sgd import frame_dimension
+    s, Dl = float(spec.family.variance), float(spec.target.variance)
+    w = float(np.max(spec.family.w))
+    D = frame_dimension(spec.target.T, spec.family.M)
+    geo = spec.path.kind == "geometric"
+    s0 = float(spec.path.base_variance) if geo else 1.0
+    c1 = 1.0 / Dl - (1.0 / s0 if geo else 0.0)
+    c0 = (1.0 / s0 if geo else 0.0) - (1.0 / s if estimator == "stl" else 0.0)
+    return float(eta) * max(int(d) - D, 0) * w * w * s / int(n), c1, c0
+
+
+_RHS_CACHE: dict = {}
+
+
+def _corrected_rhs(model: Any, n_theta: int) -> Any:
+    """``f(y) + q (c1 beta + c0)^2 (e_Q11 + e_Q22)``; theta = (model theta, q, c1, c0)."""
+    key = (id(model.rhs), n_theta)
+    if key in _RHS_CACHE:
+        return _RHS_CACHE[key][1]
+    from numba import njit
+
+    from solvers.signatures import RHS_SIG
+    base = model.rhs
+    names = list(model.state_names)
+    i11, i22 = names.index("Q_1_1"), names.index("Q_2_2")
+    nth = int(n_theta)
+
+    @njit(RHS_SIG)
+    def rhs(y, beta, theta, out):
+        base(y, beta, theta[:nth], out)
+        c = theta[nth + 1] * beta + theta[nth + 2]
+        src = theta[nth] * c * c
+        out[i11] += src
+        out[i22] += src
+
+    _RHS_CACHE[key] = (model, rhs)
+    return rhs
+
+
+class _Flow:
+    """The flow of ``spec`` (``source`` None) or the inflation-corrected flow."""
+
+    def __init__(self, spec: ProblemSpec, source: tuple[float, float, float] | None):
+        from .estimators.common import compiled_model
+        self.spec = spec
+        self.model = compiled_model(spec)
+        th = np.asarray(spec.theta(), dtype=float)
+        if source is None or source[0] == 0.0:
+            self.rhs, self.theta, self.corrected = self.model.rhs, th, False
+        else:
+            self.rhs = _corrected_rhs(self.model, th.size)
+            self.theta, self.corrected = np.concatenate([th, source]), True
+        self.base_theta = th
+
+    def run(self, Y0: np.ndarray, t_end: float, t_eval: Any = None, event: Any = None):
+        from solvers.ensemble import run_ensemble
+        from solvers.layout import unpack_state
+        r = run_ensemble(self.rhs, Y0, (0.0, float(t_end)), self.theta,
+                         schedule=self.spec.schedule, t_eval=t_eval, rtol=1e-9, atol=1e-12,
+                         event=event, progress=False)
+        n = len(self.model.state_names)
+        Qf, Rf, _ = unpack_state(self.model, r.Z_final[:, :n])
+        return r, Qf, Rf
+
+    def state(self, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
+        from solvers.layout import pack_state
+        return pack_state(self.model, Q, R)
+
+    def directions(self) -> tuple[np.ndarray, np.ndarray]:
+        """e_s, e_a as unit state vectors: R_k1 = u_k, R_k2 = -u_k."""
+        names = list(self.model.state_names)
+        vs, va = np.zeros(len(names)), np.zeros(len(names))
+        for k, sk, ak in ((1, 1.0, 1.0), (2, 1.0, -1.0)):
+            vs[names.index(f"R_{k}_1")], vs[names.index(f"R_{k}_2")] = 0.5 * sk, -0.5 * sk
+            va[names.index(f"R_{k}_1")], va[names.index(f"R_{k}_2")] = 0.5 * ak, -0.5 * ak
+        return vs, va
+
+    def symmetric_path(self, t_max: float, dt: float):
+        """(t, ln g_s, ln g_a, Q (T, 2, 2)) along R = 0 from Q = sigma_init^2 I."""
+        from scipy.integrate import cumulative_simpson
+
+        from solvers.layout import unpack_state
+        from solvers.model import evaluate_jacobian
+        n_t = max(3, int(math.ceil(t_max / dt)) + 1)
+        t = np.linspace(0.0, float(t_max), n_t)
+        y0 = self.state(self.spec.init.sigma_init ** 2 * np.eye(2), np.zeros((2, 2)))
+        r, _, _ = self.run(y0[None, :], t_max, t)
+        n = len(self.model.state_names)
+        y = r.Z_traj[0, :, :n]
+        Q = unpack_state(self.model, y)[0]
+        beta = np.asarray(np.broadcast_to(self.spec.schedule.beta(t), t.shape), dtype=float)
+        vs, va = self.directions()
+        rs, ra = np.empty(n_t), np.empty(n_t)
+        for i in range(n_t):      # the source does not depend on the state: J is the flow's
+            J = evaluate_jacobian(self.model.jac, y[i], float(beta[i]), self.base_theta)
+            rs[i], ra[i] = vs @ J @ vs, va @ J @ va
+        return (t, cumulative_simpson(rs, x=t, initial=0.0),
+                cumulative_simpson(ra, x=t, initial=0.0), Q)
+
+    def critical_angles(self, eps: np.ndarray, tol: float, rel_tol: float,
+                        n_coarse: int = 24) -> tuple[np.ndarray, np.ndarray]:
+        """theta_c(eps) of this flow (the scan + bisection of
+        :func:`analysis.estimators.separatrix.critical_angles`, which the uncorrected flow
+        uses directly)."""
+        from .estimators.separatrix import critical_angles
+        if not self.corrected:
+            return critical_angles(self.spec, eps, tol=tol, rel_tol=rel_tol, n_coarse=n_coarse)
+        from .classify import classify
+        from .estimators.common import default_ode_t_end, stationary_event
+        spec = self.spec
+        q0 = spec.init.sigma_init ** 2
+        t_end = float(default_ode_t_end(spec))
+        event = stationary_event(spec, 1e-8)
+        e_s = np.array([1.0, 1.0]) / math.sqrt(2)
+        e_a = np.array([1.0, -1.0]) / math.sqrt(2)
+
+        def collapsed_at(eps_v, th_v):
+            u = eps_v[:, None] * (np.cos(th_v)[:, None] * e_s + np.sin(th_v)[:, None] * e_a)
+            Q = np.broadcast_to(q0 * np.eye(2), (u.shape[0], 2, 2))
+            _, Qf, Rf = self.run(self.state(Q, np.stack([u, -u], axis=-1)), t_end,
+                                 event=event)
+            return classify(Qf, Rf, spec.target.T, np.broadcast_to(spec.family.w,
+                                                                   (u.shape[0], 2)))[0]
+
+        angles = np.linspace(0.0, 0.5 * math.pi, n_coarse + 1)
+        E = eps.size
+        grid = collapsed_at(np.repeat(eps, angles.size),
+                            np.tile(angles, E)).reshape(E, angles.size)
+        monotone = np.ones(E, dtype=bool)
+        lo, hi = np.zeros(E), np.full(E, 0.5 * math.pi)
+        for i in range(E):
+            row = grid[i]
+            sw = np.nonzero(row[:-1] != row[1:])[0]
+            monotone[i] = sw.size == 0 or (sw.size == 1 and bool(row[0]))
+            if not row[0]:
+                lo[i] = hi[i] = 0.0
+            elif sw.size:
+                lo[i], hi[i] = angles[sw[0]], angles[sw[0] + 1]
+
+        def wide():
+            return (hi - lo) > np.maximum(np.minimum(tol, rel_tol * hi), 4.0 * np.spacing(hi))
+
+        active = wide()
+        while np.any(active):
+            idx = np.nonzero(active)[0]
+            mid = 0.5 * (lo[idx] + hi[idx])
+            c = collapsed_at(eps[idx], mid)
+            lo[idx] = np.where(c, mid, lo[idx])
+            hi[idx] = np.where(c, hi[idx], mid)
+            active = wide()
+        return 0.5 * (lo + hi), monotone
+
+
+def accumulated_noise(spec: ProblemSpec, eta: float, n: int, estimator: str = "stl", *,
+                      d: int | None = None, t_max: float | None = None,
+                      dt: float = 0.02) -> dict:
+    """``V_x(t) = eta int_0^t sigma_x^2 g_x^-2 dt'`` (x = s, a) along the symmetric trajectory
+    on [0, t_max] (default: the SGD estimator's default end time), with the rates and the
+    noise.  ``d`` given: along the trajectory of the inflation-corrected flow in dimension d
+    (:func:`inflation_source`), else the flow's.  Returns a dict of arrays ``t, ln_gs, ln_ga,
+    sigma_s2, sigma_a2, V_s, V_a, Q, beta`` and ``corrected`` (bool).
+
+    ``V_x(t) g_x(t)^2`` is the variance of the SGD overlap u_x(t) started from u = 0 (the linear
+    phase), which tests compare with the reduced engine."""
+    from scipy.integrate import cumulative_trapezoid
+
+    from .mc_config import default_t_end
+    spec = require_spec(spec)
+    t_max = float(default_t_end(spec) if t_max is None else t_max)
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
+    source = None if d is None else inflation_source(spec, d, eta, n, estimator)
+    flow = _Flow(spec, source)
+    t, ls, la, Q = flow.symmetric_path(t_max, dt)
+    beta = np.asarray(np.broadcast_to(spec.schedule.beta(t), t.shape), dtype=float)
+    if estimator == "stl":      # Q-independent: one evaluation per distinct beta
+        cache: dict[float, NoiseCovariance] = {}
+        covs = []
+        for b in beta:
+            key = float(b)
+            if key not in cache:
+                cache[key] = overlap_noise_covariance(spec, Q[0], key, n, estimator)
+            covs.append(cache[key])
+    else:
+        covs = [overlap_noise_covariance(spec, Q[i], float(beta[i]), n, estimator)
+                for i in range(t.size)]
+    ss = np.array([c.sigma_s2 for c in covs])
+    sa = np.array([c.sigma_a2 for c in covs])
+    Vs = float(eta) * cumulative_trapezoid(ss * np.exp(-2.0 * ls), t, initial=0.0)
+    Va = float(eta) * cumulative_trapezoid(sa * np.exp(-2.0 * la), t, initial=0.0)
+    return {"t": t, "ln_gs": ls, "ln_ga": la, "sigma_s2": ss, "sigma_a2": sa,
+            "V_s": Vs, "V_a": Va, "Q": Q, "beta": beta, "corrected": flow.corrected}
+
+
+def anisotropic_rayleigh(eps_s: float, eps_a: float, log_eps: np.ndarray,
+                         theta_c: np.ndarray, n_r: int = 4001, n_th: int = 48) -> float:
+    """P(|angle from e_s| < theta_c(|u|) mod pi) for u ~ N(0, diag(eps_s^2, eps_a^2)).
+
+    theta_c tabulated against log eps (PCHIP, clipped to the table); composite Simpson in r
+    on [0, 9 max(eps)], Gauss-Legendre in the angle on [0, theta_c(r)]."""
+    from scipy.integrate import simpson
+    from scipy.interpolate import PchipInterpolator
+    if not (eps_s > 0 and eps_a > 0):
+        raise ValueError(f"eps_s, eps_a: must be > 0, got {eps_s}, {eps_a}")
+    f = PchipInterpolator(log_eps, theta_c, extrapolate=False)
+    r = np.linspace(0.0, 9.0 * max(eps_s, eps_a), n_r)
+    le = np.log(np.maximum(r, 1e-300))
+    tc = f(np.clip(le, log_eps[0], log_eps[-1]))
+    x, wx = np.polynomial.legendre.leggauss(n_th)
+    th = 0.5 * (x[None, :] + 1.0) * tc[:, None]               # (n_r, n_th)
+    expo = np.exp(-0.5 * r[:, None] ** 2 * (np.cos(th) ** 2 / eps_s ** 2
+                                            + np.sin(th) ** 2 / eps_a ** 2))
+    inner = 0.5 * tc * (expo @ wx)
+    return float(simpson(2.0 / (math.pi * eps_s * eps_a) * r * inner, x=r))
+
+
+@dataclass(frozen=True)
+class FiniteStepPrediction:
+    """Result of :func:`effective_overlap_prediction`.
+
+    p: predicted SGD collapse probability; p_flow: the same basin boundary with the isotropic
+    eps0 (no in-span noise): the separatrix value of the flow, or with ``corrected`` the
+    inflation mechanism alone; eps0; eps_eff = (eps_s, eps_a); noise_var = (V_s, V_a) at the
+    cut t_cut; sigma2_start = (sigma_s^2, sigma_a^2) at t = 0; inflation: the out-of-span
+    excess of |m_k|^2 at t_cut (:func:`analysis.mc_config.noise_inflation`, peak on [0, t_cut]);
+    corrected: whether the flow carried the inflation source; notes; table: eps grid, theta_c.
+    """
+
+    p: float
+    p_flow: float
+    eps0: float
+    eps_eff: tuple[float, float]
+    noise_var: tuple[float, float]
+    sigma2_start: tuple[float, float]
+    t_cut: float
+    inflation: float
+    d: int
+    eta: float
+    n: int
+    estimator: str
+    corrected: bool = False
+    notes: tuple[str, ...] = ()
+    table: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"p": self.p, "p_flow": self.p_flow, "eps0": self.eps0,
+                "eps_eff": list(self.eps_eff), "noise_var": list(self.noise_var),
+                "sigma2_start": list(self.sigma2_start), "t_cut": self.t_cut,
+                "inflation": self.inflation, "d": self.d, "eta": self.eta, "n": self.n,
+                "estimator": self.estimator, "corrected": self.corrected,
+                "notes": list(self.notes)}
+
+
+def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
+                                 estimator: str = "stl", *, u_nl: float = 1.0,
+                                 dt: float = 0.02, n_eps_per_decade: int = 8,
+                                 tol: float = 1e-4, rel_tol: float = 1e-3,
+                                 inflation: bool = True,
+                                 path: dict | None = None) -> FiniteStepPrediction:
+    """SGD collapse probability from the separatrix with the effective initial overlap.
+
+    Module docstring: ``eps_x^2 = eps0^2 + V_x(t_cut)``, t_cut the first time
+    ``g_s eps_s = u_nl`` (else the SGD default end time), then the anisotropic Rayleigh average
+    of the critical angle.  ``inflation`` (default): both the symmetric trajectory (rates,
+    reparam's noise) and the basin boundary are those of the flow with the out-of-span
+    inflation of Q (:func:`inflation_source`, mechanism 2); False: the flow's (mechanism 1
+    alone).  ``path``: a precomputed :func:`accumulated_noise` result for the same (spec, eta,
+    n, estimator) and, with inflation, the same d.
+    """
+    from .mc_config import noise_inflation, stable_step
+    spec = _check_inputs(spec, d, eta, n, estimator)
+    if not (math.isfinite(u_nl) and u_nl > 0):
+        raise ValueError(f"u_nl: must be finite and > 0, got {u_nl!r}")
+    eta, d, n = float(eta), int(d), int(n)
+    A = float(spec.target.T[0, 0])
+    sig = float(spec.init.sigma_init)
+    eps0 = sig * math.sqrt(A / d)
+    source = inflation_source(spec, d, eta, n, estimator) if inflation else None
+    flow = _Flow(spec, source)
+    acc = path if path is not None else accumulated_noise(
+        spec, eta, n, estimator, d=d if inflation else None, dt=dt)
+    if bool(acc.get("corrected", False)) != flow.corrected:
+        raise ValueError("path: computed for another flow (inflation) than requested")
+    t, ls = acc["t"], acc["ln_gs"]
+    amp = np.exp(ls) * np.sqrt(eps0 ** 2 + acc["V_s"])
+    hit = np.nonzero(amp >= u_nl)[0]
+    i_cut = int(hit[0]) if hit.size else t.size - 1
+    Vs, Va = float(acc["V_s"][i_cut]), float(acc["V_a"][i_cut])
+    es, ea = math.sqrt(eps0 ** 2 + Vs), math.sqrt(eps0 ** 2 + Va)
+    eps_max = sig * math.sqrt(A) * (1.0 - 1e-9)
+    lo = 0.02 * min(es, ea, eps0)
+    hi = min(9.0 * max(es, ea), eps_max)
+    n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
+    grid = np.geomspace(lo, hi, n_eps)
+    theta_c, monotone = flow.critical_angles(grid, tol, rel_tol)
+    le = np.log(grid)
+    p = anisotropic_rayleigh(es, ea, le, theta_c)
+    p_flow = anisotropic_rayleigh(eps0, eps0, le, theta_c)
+    t_cut = float(t[i_cut])
+    infl = float(noise_inflation(spec, d, eta, n, t_end=max(t_cut, 1e-9), peak=True,
+                                 estimator=estimator))
+    s = float(spec.family.variance)
+    notes = []
+    if not monotone.all():
+        notes.append("the flow's outcome is not one interval of angles at some amplitudes: "
+                     "the separatrix criterion is approximate there")
+    if not hit.size:
+        notes.append(f"the linear-phase amplitude never reached u_nl = {u_nl:g} before "
+                     f"t = {t[-1]:g}: the noise was integrated over the whole run")
+    if hi >= eps_max:
+        notes.append("the effective amplitude reaches the realisable |u| = sigma_init sqrt(A): "
+                     "the table is clipped there")
+    if eta > stable_step(spec):
+        notes.append(f"eta = {eta:g} is above the stable step {stable_step(spec):.3g}")
+    if infl > 0.1 * s:
+        what = ("the flow is corrected for it (far-component source, module docstring)"
+                if flow.corrected else "the prediction ignores this change of Q and its effect "
+                "on the repulsion (inflation=False)")
+        notes.append(f"out-of-span noise inflates |m_k|^2 by {infl:.3g} during the linear phase "
+                     f"(s = {s:g}): {what}" + (" -- it dominates (> 12 s)"
+                                                if infl > 12 * s else ""))
+    return FiniteStepPrediction(
+        p=p, p_flow=p_flow, eps0=eps0, eps_eff=(es, ea), noise_var=(Vs, Va),
+        sigma2_start=(float(acc["sigma_s2"][0]), float(acc["sigma_a2"][0])), t_cut=t_cut,
+        inflation=infl, d=d, eta=eta, n=n, estimator=estimator, corrected=flow.corrected,
+        notes=tuple(notes),
+        table={"eps": grid, "theta_c": theta_c, "monotone": monotone})
