@@ -229,7 +229,13 @@ class _Flow:
         self.spec = spec
         self.model = compiled_model(spec)
         th = np.asarray(spec.theta(), dtype=float)
-        if source is None or source[0] == 0.0:
+        if source is not None:        # identically zero along the schedule: the flow itself
+            from .mc_config import default_t_end
+            tt = np.linspace(0.0, float(default_t_end(spec)), 2001)
+            b = np.asarray(np.broadcast_to(spec.schedule.beta(tt), tt.shape), dtype=float)
+            if source[0] == 0.0 or np.max(np.abs(source[1] * b + source[2])) == 0.0:
+                source = None
+        if source is None:
             self.rhs, self.theta, self.corrected = self.model.rhs, th, False
         else:
             self.rhs = _corrected_rhs(self.model, th.size)

@@ -172,3 +172,33 @@ def test_bad_spec():
     with pytest.raises(ValueError, match="Q"):
         overlap_noise_covariance(symmetric_bimodal(9.0, ConstantSchedule(1.0)), np.eye(3),
                                  1.0, 8)
+
+
+def _cli(capsys, *args):
+    from analysis.cli import main
+    try:
+        rc = main(["finite-step", *args])
+    except SystemExit as exc:      # argparse errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_json_matches_library(capsys, spec):
+    import json
+    rc, out, _ = _cli(capsys, "--A", "9", "--d", "100000", "--eta", "0.01", "--n", "4",
+                      "--dt", "0.05", "--json")
+    assert rc == 0
+    res = json.loads(out)
+    lib = effective_overlap_prediction(spec, 10 ** 5, 0.01, 4, dt=0.05)
+    assert res["p"] == pytest.approx(lib.p, rel=1e-9)
+    assert res["eps_eff"] == pytest.approx(list(lib.eps_eff), rel=1e-9)
+
+
+@pytest.mark.parametrize("args", [["--d", "1000", "--eta", "-1"], ["--eta", "0.02"],
+                                  ["--d", "1000", "--eta", "0.02", "--trainable-weights"],
+                                  ["--d", "1000", "--eta", "0.02", "--estimator", "adam"]])
+def test_cli_bad_input_exits_2_one_line(capsys, args):
+    rc, _, err = _cli(capsys, *args)
+    assert rc == 2
+    assert err.strip().count("\n") == 0 and "finite-step" in err
