@@ -171,33 +171,45 @@ def overlap_noise_covariance(spec: ProblemSpec, Q: Any, beta: float, n: int,
 # ----------------------------------------------------------------------------------------
 
 def inflation_source(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str
-                     ) -> tuple[float, float, float]:
-    """``(q, c1, c0)``: the out-of-span noise adds ``q (c1 beta + c0)^2`` to dQ_kk/dt.
+                     ) -> tuple[float, ...]:
+    """Parameters ``(q, c1, c0, s, w_1, w_2, reparam)`` of the out-of-span source of dQ/dt.
 
     Per step the out-of-frame part of ``eta g_k`` is ``eta sum_(j,i) C_k,(j,i) xi_perp_ji``
-    (solvers/sgd.py), whose expected squared norm is ``eta^2 (d - D) sum C_k,(j,i)^2``; per
-    unit time (1/eta steps) that is ``eta (d - D) w_k^2 c^2 s / n`` with c the estimator's
-    far-component coefficient (:func:`analysis.mc_config.noise_inflation`): stl
-    ``c = -1/s + beta/Delta + gamma/sigma0^2``, reparam (components far apart, rho_k(x_ji) ->
-    delta_jk) ``c = beta/Delta + gamma/sigma0^2``; both linear in beta (gamma = 0 or 1 - beta).
-    It vanishes for stl at ``beta Delta = s`` on tempering (the preset at beta = 1).
+    (solvers/sgd.py: ``C_k,(j,i) = delta_jk w_k c sqrt(s)/n + [reparam] w_j rho_k(x_ji) /
+    (sqrt(s) n)``, ``c = -1/s + beta/Delta + gamma/sigma0^2 = c1 beta + c0``), so per unit
+    time (1/eta steps) ``Q_kl`` gains
+
+        q N_kl,   q = eta (d - D) / n,
+        N_kl = sum_j E[(delta_jk w_k c sqrt(s) + w_j rho_k / sqrt(s))
+                       (delta_jl w_l c sqrt(s) + w_j rho_l / sqrt(s))]
+
+    (reparam terms only for reparam), the expectation over ``rho_1(x_j) = sigmoid(l_j)`` with
+    ``l_j`` as in :func:`overlap_noise_covariance` -- it depends on Q only, so the source is
+    exact for every state.  stl: ``N = diag(w_k^2 c^2 s)``, which vanishes at
+    ``beta Delta = s`` on tempering (the preset at beta = 1); reparam with components far
+    apart: ``w_k^2 s (c + 1/s)^2`` (:func:`analysis.mc_config.noise_inflation`'s coefficient).
     """
     from solvers.sgd import frame_dimension
     s, Dl = float(spec.family.variance), float(spec.target.variance)
-    w = float(np.max(spec.family.w))
+    w = np.asarray(spec.family.w, dtype=float)
     D = frame_dimension(spec.target.T, spec.family.M)
     geo = spec.path.kind == "geometric"
     s0 = float(spec.path.base_variance) if geo else 1.0
     c1 = 1.0 / Dl - (1.0 / s0 if geo else 0.0)
-    c0 = (1.0 / s0 if geo else 0.0) - (1.0 / s if estimator == "stl" else 0.0)
-    return float(eta) * max(int(d) - D, 0) * w * w * s / int(n), c1, c0
+    c0 = (1.0 / s0 if geo else 0.0) - 1.0 / s
+    q = float(eta) * max(int(d) - D, 0) / int(n)
+    return (q, c1, c0, s, float(w[0]), float(w[1]), 1.0 if estimator == "reparam" else 0.0)
 
 
 _RHS_CACHE: dict = {}
+#: Trapezoid nodes and weights of E f(x), x ~ N(0, 1), inside the corrected rhs.
+_XN = np.linspace(-10.0, 10.0, 241)
+_WN = np.exp(-0.5 * _XN ** 2) / math.sqrt(2.0 * math.pi) * (_XN[1] - _XN[0])
 
 
 def _corrected_rhs(model: Any, n_theta: int) -> Any:
-    """``f(y) + q (c1 beta + c0)^2 (e_Q11 + e_Q22)``; theta = (model theta, q, c1, c0)."""
+    """``f(y) + q N(Q, beta)`` on the Q entries (:func:`inflation_source`); theta = (model
+    theta, q, c1, c0, s, w_1, w_2, reparam)."""
     key = (id(model.rhs), n_theta)
     if key in _RHS_CACHE:
         return _RHS_CACHE[key][1]
@@ -206,16 +218,51 @@ def _corrected_rhs(model: Any, n_theta: int) -> Any:
     from solvers.signatures import RHS_SIG
     base = model.rhs
     names = list(model.state_names)
-    i11, i22 = names.index("Q_1_1"), names.index("Q_2_2")
+    i11, i12, i22 = names.index("Q_1_1"), names.index("Q_1_2"), names.index("Q_2_2")
     nth = int(n_theta)
+    XN, WN = _XN.copy(), _WN.copy()
 
     @njit(RHS_SIG)
     def rhs(y, beta, theta, out):
         base(y, beta, theta[:nth], out)
+        q = theta[nth]
         c = theta[nth + 1] * beta + theta[nth + 2]
-        src = theta[nth] * c * c
-        out[i11] += src
-        out[i22] += src
+        s = theta[nth + 3]
+        w1 = theta[nth + 4]
+        w2 = theta[nth + 5]
+        ss = math.sqrt(s)
+        if theta[nth + 6] == 0.0:
+            out[i11] += q * w1 * w1 * c * c * s
+            out[i22] += q * w2 * w2 * c * c * s
+            return
+        q11, q12, q22 = y[i11], y[i12], y[i22]
+        sd = math.sqrt(max(q11 + q22 - 2.0 * q12, 0.0) / s)
+        n11 = 0.0
+        n12 = 0.0
+        n22 = 0.0
+        for j in range(2):
+            wj = w1 if j == 0 else w2
+            mean = math.log(w1 / w2) + ((q11 - q12 if j == 0 else q12 - q22)
+                                        - 0.5 * (q11 - q22)) / s
+            e1 = 0.0
+            e11 = 0.0
+            for g in range(XN.shape[0]):
+                z = mean + sd * XN[g]
+                r = 1.0 / (1.0 + math.exp(-z)) if z > -700.0 else 0.0
+                e1 += WN[g] * r
+                e11 += WN[g] * r * r
+            e2 = 1.0 - e1
+            e22 = 1.0 - 2.0 * e1 + e11
+            e12 = e1 - e11
+            a1 = w1 * c * ss if j == 0 else 0.0
+            a2 = w2 * c * ss if j == 1 else 0.0
+            b = wj / ss
+            n11 += a1 * a1 + 2.0 * a1 * b * e1 + b * b * e11
+            n22 += a2 * a2 + 2.0 * a2 * b * e2 + b * b * e22
+            n12 += a1 * a2 + a1 * b * e2 + a2 * b * e1 + b * b * e12
+        out[i11] += q * n11
+        out[i12] += q * n12
+        out[i22] += q * n22
 
     _RHS_CACHE[key] = (model, rhs)
     return rhs
@@ -233,7 +280,8 @@ class _Flow:
             from .mc_config import default_t_end
             tt = np.linspace(0.0, float(default_t_end(spec)), 2001)
             b = np.asarray(np.broadcast_to(spec.schedule.beta(tt), tt.shape), dtype=float)
-            if source[0] == 0.0 or np.max(np.abs(source[1] * b + source[2])) == 0.0:
+            if source[0] == 0.0 or (source[6] == 0.0
+                                    and np.max(np.abs(source[1] * b + source[2])) == 0.0):
                 source = None
         if source is None:
             self.rhs, self.theta, self.corrected = self.model.rhs, th, False
@@ -503,7 +551,7 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     if eta > stable_step(spec):
         notes.append(f"eta = {eta:g} is above the stable step {stable_step(spec):.3g}")
     if infl > 0.1 * s:
-        what = ("the flow is corrected for it (far-component source, module docstring)"
+        what = ("the flow is corrected for it (inflation_source)"
                 if flow.corrected else "the prediction ignores this change of Q and its effect "
                 "on the repulsion (inflation=False)")
         notes.append(f"out-of-span noise inflates |m_k|^2 by {infl:.3g} during the linear phase "

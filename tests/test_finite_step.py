@@ -82,24 +82,27 @@ def test_accumulated_variance_matches_engine_in_linear_phase(spec, estimator, d)
     assert pred_a > pred_s * 1.05 or estimator == "reparam"   # the rates differ: resolvable
 
 
-def test_inflation_corrected_flow_matches_engine_mean_of_Q():
-    """stl at beta = 0.5: the out-of-span source (exact for stl, whose noise coefficient does
-    not depend on the responsibilities) makes the corrected flow's Q_11(t) the engine's mean;
-    the uncorrected flow is far off."""
-    sp = symmetric_bimodal(9.0, ConstantSchedule(0.5))
+@pytest.mark.parametrize("estimator,beta", [("stl", 0.5), ("reparam", 1.0)])
+def test_inflation_corrected_flow_matches_engine_mean_of_Q(estimator, beta):
+    """The out-of-span source (inflation_source) makes the corrected flow's Q(t) the engine's
+    mean at d = 1e5 (stl at beta = 0.5; reparam at beta = 1, where its shared samples also
+    correlate the components: Q_12 > 0); the uncorrected flow is far off."""
+    sp = symmetric_bimodal(9.0, ConstantSchedule(beta))
     d, eta, n, S, t1 = 10 ** 5, 0.005, 8, 400, 1.0
     steps = int(round(t1 / eta))
-    acc = accumulated_noise(sp, eta, n, "stl", d=d, t_max=t1, dt=eta)
-    flow = accumulated_noise(sp, eta, n, "stl", t_max=t1, dt=eta)
+    acc = accumulated_noise(sp, eta, n, estimator, d=d, t_max=t1, dt=eta)
+    flow = accumulated_noise(sp, eta, n, estimator, t_max=t1, dt=eta)
     assert acc["corrected"] and not flow["corrected"]
-    run = _engine(sp, np.eye(2), np.zeros((2, 2)), steps, eta, n, "stl", S, seed=5, beta=0.5,
-                  d=d)
-    q = run.Q[:, 0, 0]
-    m, se = float(q.mean()), float(q.std(ddof=1)) / math.sqrt(S)
-    pred, bare = float(acc["Q"][-1, 0, 0]), float(flow["Q"][-1, 0, 0])
-    # sampling (5 SE) and the O(eta) gap between the SGD map and the flow
-    assert abs(m - pred) < 5.0 * se + 2.0 * eta * pred, (m, pred, se)
-    assert abs(m - bare) > 10.0 * (5.0 * se + 2.0 * eta * pred)
+    run = _engine(sp, np.eye(2), np.zeros((2, 2)), steps, eta, n, estimator, S, seed=5,
+                  beta=beta, d=d)
+    for k, l in ((0, 0), (0, 1)):
+        q = run.Q[:, k, l]
+        m, se = float(q.mean()), float(q.std(ddof=1)) / math.sqrt(S)
+        pred, bare = float(acc["Q"][-1, k, l]), float(flow["Q"][-1, k, l])
+        # sampling (5 SE) and the O(eta) gap between the SGD map and the flow
+        tol = 5.0 * se + 2.0 * eta * abs(pred)
+        assert abs(m - pred) < tol, (k, l, m, pred, se)
+        assert abs(m - bare) > 5.0 * tol, (k, l, m, bare)
 
 
 def test_anisotropic_rayleigh_against_sampling():
