@@ -57,11 +57,22 @@ Derivation
    which is ``E_{chi ~ Rayleigh}[2 theta_c(eps chi)/pi]`` when eps_s = eps_a.  theta_c from
    :func:`analysis.estimators.separatrix.critical_angles` (the flow's basin boundary).
 
-Not included (what the comparison with the reduced engine measures): the change of Q by the
-noise -- the out-of-span inflation of |m_k|^2 (:func:`analysis.mc_config.noise_inflation`,
-STL's vanishes at beta Delta = s, reparam's does not), which weakens the repulsion and moves
-the basin boundary; the O(eta) difference between the GD map and the flow; noise after the
-linear phase.
+4. *Out-of-span inflation (mechanism 2).*  The noise out of span{mu, m} adds to every
+   ``|m_k|^2`` (and, for reparam, whose components share samples, to ``m_1 . m_2``) at the
+   rate ``q N_kl(Q, beta)``, ``q = eta (d - D)/n`` (:func:`inflation_source`): a
+   d-dependent source in dQ/dt.  With ``inflation=True`` (default) the symmetric trajectory,
+   the growth factors, reparam's in-span noise and the basin boundary theta_c are those of
+   the flow with this source (a compiled rhs wrapping the model's).  It vanishes for stl at
+   ``beta Delta = s`` (the preset at beta = 1, where mechanism 1 alone acts); under annealing
+   (beta < 1) and for reparam at large d it separates the components, weakens the repulsion
+   and dominates.
+
+Not included: the O(eta) difference between the GD map and the flow (the modified-equation
+term -(eta/2) J f), the in-frame O(eta) noise of Q, noise after the linear phase (the basin
+boundary is taken from the noiseless corrected flow).  Measured against the reduced engine
+(issue 10, section 2): within the Wilson intervals for stl at beta = 1 for eta <= 0.05 (n =
+8) and eta <= 0.02 (n = 1), d = 1e3..1e6; it under-predicts at eta = 0.05, n = 1, where
+``eps_eff ~ 0.6`` is no longer a small initial condition.
 """
 
 from __future__ import annotations
