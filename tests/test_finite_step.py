@@ -29,6 +29,12 @@ def spec():
     return symmetric_bimodal(9.0)
 
 
+@pytest.fixture(scope="module")
+def pred_1000(spec):
+    """The prediction at d = 1000, eta = 0.02, n = 8 (stl), the command's grid step."""
+    return effective_overlap_prediction(spec, 1000, 0.02, 8, dt=0.05)
+
+
 def _engine(spec, Q0, R0, steps, eta, n, estimator, S, seed, beta=1.0, d=10 ** 6):
     from solvers.sgd import run_sgd
     T = spec.target.T
@@ -126,7 +132,7 @@ def test_anisotropic_rayleigh_against_sampling():
     assert abs(iso - ray) < 1e-3
 
 
-def test_vanishing_step_gives_the_flow(spec):
+def test_vanishing_step_gives_the_flow(spec, pred_1000):
     """eta -> 0: eps_eff -> eps0 and p -> the separatrix estimator's value."""
     from analysis.collapse import collapse_probability
     d = 1000
@@ -136,7 +142,7 @@ def test_vanishing_step_gives_the_flow(spec):
     sep = collapse_probability(spec, d, "separatrix", n_eps_per_decade=6)
     bound = 0.5 * (sep.ci[1] - sep.ci[0])
     assert abs(r.p - sep.p) < bound + 2e-3, (r.p, sep.p, sep.ci)
-    big = effective_overlap_prediction(spec, d, 0.02, 8, n_eps_per_decade=6)
+    big = pred_1000
     assert big.eps_eff[0] > 1.5 * r.eps0 and big.p > r.p + 0.02   # the gap is resolved
 
 
@@ -187,13 +193,13 @@ def _cli(capsys, *args):
     return rc, out, err
 
 
-def test_cli_json_matches_library(capsys, spec):
+def test_cli_json_matches_library(capsys, pred_1000):
     import json
-    rc, out, _ = _cli(capsys, "--A", "9", "--d", "100000", "--eta", "0.01", "--n", "4",
+    rc, out, _ = _cli(capsys, "--A", "9", "--d", "1000", "--eta", "0.02", "--n", "8",
                       "--dt", "0.05", "--json")
     assert rc == 0
     res = json.loads(out)
-    lib = effective_overlap_prediction(spec, 10 ** 5, 0.01, 4, dt=0.05)
+    lib = pred_1000
     assert res["p"] == pytest.approx(lib.p, rel=1e-9)
     assert res["eps_eff"] == pytest.approx(list(lib.eps_eff), rel=1e-9)
 
