@@ -428,8 +428,10 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     annealing ends by ``budget`` (``settle_time(beta_tol) <= budget``); see the module
     docstring for the parameterisations, the objective and the optimiser.
 
-    ``max_evaluations`` bounds the search evaluations (grid + initial points + optimiser);
-    the final re-evaluations (the optimum and the best grid cell, ``final=True``) come on top.
+    ``max_evaluations`` bounds the search evaluations (grid + initial points + optimiser),
+    except that at least one member of the family is evaluated even when the grid used them
+    all; the final re-evaluations (``n_refine`` candidates and the best grid cell,
+    ``final=True``) come on top.
     ``search_options`` / ``final_options``: estimator options during the search / for the
     re-evaluation (separatrix: default :data:`SEARCH_SEPARATRIX` / the estimator defaults).
     """
@@ -612,7 +614,8 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
         n_ref = n_refine if resolved == "separatrix" else 1
         cands = [h[1] for h in ranked[:n_ref] if h[0] <= 1.0] or [x_best]
         if resolved == "separatrix" and best_cell is not None:
-            xc = schedule_parameters(family, best_cell["schedule"], budget, T0_max=T0_max, **kw)
+            hc = history.get(repr(best_cell["schedule"]))    # evaluated as a member?
+            xc = None if hc is None else hc[1]
             if xc is not None and not any(np.array_equal(xc, c) for c in cands):
                 cands.append(xc)        # the grid's best, as a member of the family
         results = []
@@ -634,14 +637,14 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     else:
         sched = build(x_best)
         p = best["p"]
-        u = obj.cache[repr(sched)][1]
+        u = obj.cache.get(repr(sched), (None, None))[1]
         ci = (max(0.0, p - (u or 0.0)), min(1.0, p + (u or 0.0)))
         k = n = None
         err = u if resolved == "separatrix" else None
         final_used = {}
         notes.append("final=False: P is the search value (reduced accuracy / common draws)")
     opt_spec = spec.replace(schedule=sched)
-    search_p_best, search_u_best = obj.cache[repr(sched)]
+    search_p_best, search_u_best = obj.cache.get(repr(sched), (math.nan, None))
     grid_out: dict[str, Any] = {
         "family": grid_family, "T0": [float(t) for t in grid_T0],
         "fractions": [float(x) for x in grid_fractions],
@@ -656,11 +659,9 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
                       error_bound=(float(rb.details["error_bound"])
                                    if resolved == "separatrix" else None), k=rb.k, n=rb.n)
         grid_out["best"] = bc
-    evaluations = {k_: int(v) for k_, v in obj.counts.items()}
-    if finals:
-        evaluations["final"] = len(finals)
-    for stage in ("grid", "initial", "optimizer"):
-        evaluations.setdefault(stage, 0)
+    evaluations = {stage: int(obj.counts.get(stage, 0))
+                   for stage in ("grid", "initial", "optimizer")}
+    evaluations["final"] = len(finals)
     return DesignResult(
         family=family, budget=budget, beta_tol=float(beta_tol), d=d, method=resolved,
         spec=opt_spec, p=p, ci=ci, error_bound=err, k=k, n=n, search_p=float(search_p_best),

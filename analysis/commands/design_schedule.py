@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "<= budget), with scipy.optimize on a bounded parameterisation; the "
                     "separatrix formula where it applies (reduced accuracy during the search, "
                     "the best candidates re-evaluated at full accuracy), else the ode ensemble "
-                    "(common draws during the search, fresh draws for the final value).")
+                    "(common draws during the search, fresh draws for the final value).  The "
+                    "problem's own schedule options are ignored: the designed schedule "
+                    "replaces it.")
     add_problem_arguments(p, schedule_default="exponential")
     g = p.add_argument_group("design")
     g.add_argument("--d", type=positive_int, default=1000, help="dimension (default 1000)")
