@@ -87,7 +87,7 @@ from derivations.spec import ProblemSpec, require_spec
 
 __all__ = ["FiniteStepPrediction", "NoiseCovariance", "effective_overlap_prediction",
            "overlap_noise_covariance", "accumulated_noise", "anisotropic_rayleigh",
-           "inflation_source"]
+           "inflation_source", "inflated_flow"]
 
 _ESTIMATORS = ("stl", "reparam")
 #: Quadrature grid (trapezoid, exponentially accurate for these smooth integrands).
@@ -398,6 +398,25 @@ class _Flow:
             hi[idx] = np.where(c, hi[idx], mid)
             active = wide()
         return 0.5 * (lo + hi), monotone
+
+
+def inflated_flow(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str,
+                  Q0: Any, R0: Any, t_eval: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q (T, 2, 2), R (T, 2, 2))`` of the flow with the out-of-span source
+    (:func:`inflation_source`) from ``(Q0, R0)`` at the times ``t_eval`` (sorted, from 0):
+    the d-dependent O(eta) correction of the (Q, R) equations, to compare with the mean of
+    the reduced SGD engine (the O(eta) modified-equation term -(eta/2) J f is not included).
+    """
+    spec = _check_inputs(spec, d, eta, n, estimator)
+    from solvers.layout import unpack_state
+    t = np.asarray(t_eval, dtype=float)
+    if t.ndim != 1 or t.size == 0 or np.any(np.diff(t) < 0) or t[0] < 0:
+        raise ValueError("t_eval: must be a non-empty sorted 1-D array of times >= 0")
+    flow = _Flow(spec, inflation_source(spec, d, eta, n, estimator))
+    y0 = flow.state(np.asarray(Q0, dtype=float), np.asarray(R0, dtype=float))
+    r, _, _ = flow.run(y0[None, :], float(t[-1]), t)
+    Q, R, _ = unpack_state(flow.model, r.Z_traj[0, :, :len(flow.model.state_names)])
+    return Q, R
 
 
 def accumulated_noise(spec: ProblemSpec, eta: float, n: int, estimator: str = "stl", *,

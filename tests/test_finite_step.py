@@ -211,3 +211,25 @@ def test_cli_bad_input_exits_2_one_line(capsys, args):
     rc, _, err = _cli(capsys, *args)
     assert rc == 2
     assert err.strip().count("\n") == 0 and "finite-step" in err
+
+
+def test_inflated_flow_against_engine_mean_off_the_symmetric_state():
+    """From R != 0 (stl, beta = 0.5, d = 1e5) the corrected (Q, R) equations follow the engine
+    mean of Q and R at t = 1 (sampling 5 SE plus the O(eta) map-flow gap)."""
+    from analysis.finite_step import inflated_flow
+    sp = symmetric_bimodal(9.0, ConstantSchedule(0.5))
+    d, eta, n, S = 10 ** 5, 0.005, 8, 400
+    Q0 = np.array([[1.0, 0.1], [0.1, 1.0]])
+    R0 = np.array([[0.9, -0.9], [0.3, -0.3]])
+    Q, R = inflated_flow(sp, d, eta, n, "stl", Q0, R0, [0.0, 1.0])
+    Qb, Rb = inflated_flow(sp, 3, eta, n, "stl", Q0, R0, [0.0, 1.0])   # d = D: no source
+    run = _engine(sp, Q0, R0, 200, eta, n, "stl", S, seed=9, beta=0.5, d=d)
+    for name, pred, bare, samp in (("Q11", Q[-1, 0, 0], Qb[-1, 0, 0], run.Q[:, 0, 0]),
+                                   ("R11", R[-1, 0, 0], Rb[-1, 0, 0], run.R[:, 0, 0]),
+                                   ("R21", R[-1, 1, 0], Rb[-1, 1, 0], run.R[:, 1, 0])):
+        m, se = float(samp.mean()), float(samp.std(ddof=1)) / math.sqrt(S)
+        tol = 5.0 * se + 2.0 * eta * abs(pred)
+        assert abs(m - pred) < tol, (name, m, pred, se)
+        assert abs(m - bare) > tol, (name, m, bare)      # the correction is resolved
+    with pytest.raises(ValueError, match="t_eval"):
+        inflated_flow(sp, d, eta, n, "stl", Q0, R0, [1.0, 0.5])
