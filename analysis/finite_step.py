@@ -575,9 +575,11 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     if not hit.size:
         notes.append(f"the linear-phase amplitude never reached u_nl = {u_nl:g} before "
                      f"t = {t[-1]:g}: the noise was integrated over the whole run")
-    if hi >= eps_max:
-        notes.append("the effective amplitude reaches the realisable |u| = sigma_init sqrt(A): "
-                     "the table is clipped there")
+    tail = math.exp(-0.5 * (eps_max / max(es, ea)) ** 2)
+    if tail > 1e-3:
+        notes.append(f"the effective amplitude reaches the realisable |u| = sigma_init sqrt(A) "
+                     f"(Gaussian mass {tail:.2g} beyond it, where theta_c is held at its last "
+                     "value): the initial condition is no longer small")
     if eta > stable_step(spec):
         notes.append(f"eta = {eta:g} is above the stable step {stable_step(spec):.3g}")
     if infl > 0.1 * s:
