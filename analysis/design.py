@@ -41,9 +41,10 @@ Optimiser
 1. A comparison grid of (T0, tau) cells of the ``grid_family`` (the family itself for linear
    and exponential; exponential for piecewise, linear for free): ``T0 in grid_T0``,
    ``tau`` the fractions ``grid_fractions`` of the longest tau the budget allows.
-2. ``n_initial`` Latin-hypercube points of the box (seeded) plus the best grid cell translated
-   into the family (exactly for the two-parameter families and free; a staircase for
-   piecewise) and any ``initial`` schedules given.
+2. ``n_initial`` Latin-hypercube points of the box (seeded) plus the best grid cells translated
+   into the family (a staircase for piecewise; the other families contain their grid),
+   for piecewise and free the "hold, then jump" schedules (beta = :data:`HOLD_BETAS` until
+   the budget, then 1), and any ``initial`` schedules given.
 3. Bounded Nelder-Mead (:func:`scipy.optimize.minimize`) from the best point so far with the
    evaluations left of ``max_evaluations``; or ``optimizer="differential-evolution"``
    (:func:`scipy.optimize.differential_evolution`, seeded, no polishing) on the same box.
@@ -85,6 +86,9 @@ METHODS = ("auto", "separatrix", "ode")
 OPTIMIZERS = ("nelder-mead", "differential-evolution")
 #: Reduced separatrix accuracy for the search (error bound ~1e-4 at d = 1e3).
 SEARCH_SEPARATRIX = {"n_eps_per_decade": 4, "tol": 1e-3, "rel_tol": 1e-2, "n_coarse": 8}
+
+#: Constant betas of the "hold, then jump to 1 at the budget" starts (piecewise, free).
+HOLD_BETAS = (0.15, 0.3)
 
 #: Shortest knot interval / stage kept, relative to the budget (shorter ones are merged).
 _MIN_SPAN = 1e-9
@@ -516,6 +520,17 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
         order = sorted(range(len(cells)), key=lambda i: cells[i]["p"])
         for i in order[:2]:
             x = schedule_parameters(family, cells[i]["schedule"], budget, T0_max=T0_max, **kw)
+            if x is not None:
+                starts.append(x)
+    if family in ("piecewise", "free"):
+        # "hold, then jump": a constant beta for (almost) the whole budget, then 1 -- the
+        # shape the optimum takes at A = 9 (escape during annealing at moderate beta)
+        for b in HOLD_BETAS:
+            hold: ScheduleBase = (
+                PiecewiseConstantSchedule(betas=(b, 1.0), breakpoints=(budget,))
+                if family == "piecewise" else
+                TabulatedSchedule(times=(0.0, 0.99 * budget, budget), betas=(b, b, 1.0)))
+            x = schedule_parameters(family, hold, budget, T0_max=T0_max, **kw)
             if x is not None:
                 starts.append(x)
     for s in initial:
