@@ -360,48 +360,23 @@ class _Flow:
             return critical_angles(self.spec, eps, tol=tol, rel_tol=rel_tol, n_coarse=n_coarse)
         from .classify import classify
         from .estimators.common import default_ode_t_end, stationary_event
+        from .estimators.separatrix import bracket_critical_angles, polar_overlaps
         spec = self.spec
         q0 = spec.init.sigma_init ** 2
         t_end = float(default_ode_t_end(spec))
         event = stationary_event(spec, 1e-8)
-        e_s = np.array([1.0, 1.0]) / math.sqrt(2)
-        e_a = np.array([1.0, -1.0]) / math.sqrt(2)
 
         def collapsed_at(eps_v, th_v):
-            u = eps_v[:, None] * (np.cos(th_v)[:, None] * e_s + np.sin(th_v)[:, None] * e_a)
+            u = polar_overlaps(eps_v, th_v)
             Q = np.broadcast_to(q0 * np.eye(2), (u.shape[0], 2, 2))
             _, Qf, Rf = self.run(self.state(Q, np.stack([u, -u], axis=-1)), t_end,
                                  event=event)
             return classify(Qf, Rf, spec.target.T, np.broadcast_to(spec.family.w,
                                                                    (u.shape[0], 2)))[0]
 
-        angles = np.linspace(0.0, 0.5 * math.pi, n_coarse + 1)
-        E = eps.size
-        grid = collapsed_at(np.repeat(eps, angles.size),
-                            np.tile(angles, E)).reshape(E, angles.size)
-        monotone = np.ones(E, dtype=bool)
-        lo, hi = np.zeros(E), np.full(E, 0.5 * math.pi)
-        for i in range(E):
-            row = grid[i]
-            sw = np.nonzero(row[:-1] != row[1:])[0]
-            monotone[i] = sw.size == 0 or (sw.size == 1 and bool(row[0]))
-            if not row[0]:
-                lo[i] = hi[i] = 0.0
-            elif sw.size:
-                lo[i], hi[i] = angles[sw[0]], angles[sw[0] + 1]
-
-        def wide():
-            return (hi - lo) > np.maximum(np.minimum(tol, rel_tol * hi), 4.0 * np.spacing(hi))
-
-        active = wide()
-        while np.any(active):
-            idx = np.nonzero(active)[0]
-            mid = 0.5 * (lo[idx] + hi[idx])
-            c = collapsed_at(eps[idx], mid)
-            lo[idx] = np.where(c, mid, lo[idx])
-            hi[idx] = np.where(c, hi[idx], mid)
-            active = wide()
-        return 0.5 * (lo + hi), monotone
+        theta, monotone, _ = bracket_critical_angles(collapsed_at, np.asarray(eps, dtype=float),
+                                                     n_coarse, tol, rel_tol)
+        return theta, monotone
 
 
 def inflated_flow(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str,

@@ -27,7 +27,7 @@ grid), not a sampling interval.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -40,7 +40,7 @@ from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, reg
 from .common import compiled_model, default_ode_t_end, is_antipodal_pair, stationary_event
 
 __all__ = ["SeparatrixEstimator", "SeparatrixOptions", "critical_angles", "separatrix_vs_d",
-           "check_separatrix_spec"]
+           "check_separatrix_spec", "bracket_critical_angles", "polar_overlaps"]
 
 
 def check_separatrix_spec(spec: ProblemSpec) -> None:
@@ -103,17 +103,37 @@ def _critical_angles(spec: ProblemSpec, eps: Sequence[float], t_end: float | Non
     q0 = spec.init.sigma_init ** 2
     t_end = float(t_end or default_ode_t_end(spec))
     T = spec.target.T
-    e_s = np.array([1.0, 1.0]) / math.sqrt(2)
-    e_a = np.array([1.0, -1.0]) / math.sqrt(2)
     event = stationary_event(spec, 1e-8)
 
     def collapsed_at(eps_v: np.ndarray, theta_v: np.ndarray) -> np.ndarray:
-        u = eps_v[:, None] * (np.cos(theta_v)[:, None] * e_s + np.sin(theta_v)[:, None] * e_a)
-        Y0 = _antipodal_state(spec, model, u, q0)
+        Y0 = _antipodal_state(spec, model, polar_overlaps(eps_v, theta_v), q0)
         res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol,
                              event=event, progress=False)
         return classify(res.Q_final, res.R_final, T, res.w_final)[0]
 
+    return bracket_critical_angles(collapsed_at, eps, n_coarse, tol, rel_tol)
+
+
+def polar_overlaps(eps: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """``u = eps (cos theta e_s + sin theta e_a)`` (N, 2), e_s = (1, 1)/sqrt 2 (both components
+    towards mode 1), e_a = (1, -1)/sqrt 2; eps, theta (N,)."""
+    e_s = np.array([1.0, 1.0]) / math.sqrt(2)
+    e_a = np.array([1.0, -1.0]) / math.sqrt(2)
+    return eps[:, None] * (np.cos(theta)[:, None] * e_s + np.sin(theta)[:, None] * e_a)
+
+
+def bracket_critical_angles(collapsed_at: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                            eps: np.ndarray, n_coarse: int, tol: float,
+                            rel_tol: float | None
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scan and bisection of the critical angle for any flow: ``collapsed_at(eps_v, theta_v)``
+    (N,) -> (N,) bool outcomes from the overlaps :func:`polar_overlaps`.
+
+    A coarse scan of ``n_coarse + 1`` angles in [0, pi/2] at every amplitude (E,) locates the
+    switch collapse -> split and checks that there is one; bisection then narrows it to
+    ``tol`` (or ``rel_tol`` times its upper end if smaller; never below the spacing of doubles).
+    Returns (theta_c (E,), monotone (E,) bool, final bracket widths (E,)).
+    """
     angles = np.linspace(0.0, 0.5 * math.pi, n_coarse + 1)
     E = eps.size
     grid = collapsed_at(np.repeat(eps, angles.size), np.tile(angles, E)).reshape(E, angles.size)
@@ -131,11 +151,10 @@ def _critical_angles(spec: ProblemSpec, eps: Sequence[float], t_end: float | Non
         else:
             j = switches[0]
             lo[i], hi[i] = angles[j], angles[j + 1]
+
     def wide() -> np.ndarray:
-        width = hi - lo
         limit = tol if rel_tol is None else np.minimum(tol, rel_tol * hi)
-        # bisection cannot narrow below the spacing of doubles near hi
-        return width > np.maximum(limit, 4.0 * np.spacing(hi))
+        return hi - lo > np.maximum(limit, 4.0 * np.spacing(hi))
 
     active = wide()
     while np.any(active):
