@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
@@ -272,6 +273,25 @@ def estimator_options(args: argparse.Namespace, method: str) -> dict:
                                    f"{method} estimator")
             opts[name] = v
     return opts
+
+
+def add_json_arguments(p: argparse.ArgumentParser) -> None:
+    """``--json`` (one JSON object on stdout) and ``--out FILE`` (the same object, saved)."""
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="also write the JSON result to this file")
+
+
+def emit_json(args: argparse.Namespace, obj: dict, out: Path | None) -> bool:
+    """Write ``obj`` atomically to ``out`` (the checked ``--out``, if any) and print it if
+    ``--json``; returns whether it was printed (the command then prints nothing else)."""
+    text = json.dumps(obj)
+    if out is not None:
+        from derivations.atomic import atomic_write
+        atomic_write(out, text + "\n")
+    if args.json:
+        print(text)
+    return bool(args.json)
 
 
 def add_force_argument(p: argparse.ArgumentParser) -> None:

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from ._common import (
     CommandError,
+    add_json_arguments,
     add_problem_arguments,
+    emit_json,
     finite_float,
     output_file,
     spec_from_args,
@@ -63,8 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="relative bisection width of the critical angles (default 1e-4)")
     g.add_argument("--beta-star", type=finite_float, default=0.5,
                    help="stage (beta at escape) of the tau(d) rule (default 0.5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    add_json_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -83,12 +83,7 @@ def run(args: argparse.Namespace) -> int:
                       n_eps_per_decade=args.n_eps_per_decade, rel_tol=args.rel_tol,
                       beta_star=args.beta_star)
     res = law.to_dict()
-    text = json.dumps(res)
-    if out is not None:
-        from derivations.atomic import atomic_write
-        atomic_write(out, text + "\n")
-    if args.json:
-        print(text)
+    if emit_json(args, res, out):
         return 0
     sch = law.schedule
     print(f"large-d law: P(d) = C d^-alpha L_eff(d)^p,  L_eff = escape time "

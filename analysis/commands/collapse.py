@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ._common import (
     add_estimator_arguments,
     add_force_argument,
+    add_json_arguments,
     add_problem_arguments,
+    emit_json,
     estimator_options,
     nonneg_int,
     output_file,
@@ -36,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in-process, compiled code already uses all cores)")
     add_estimator_arguments(p, default="ode")
     add_force_argument(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    add_json_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -58,13 +58,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.shutdown()
-    text = json.dumps(res.to_dict())
-    if out is not None:
-        from derivations.atomic import atomic_write
-        atomic_write(out, text + "\n")
-    if args.json:
-        print(text)
-    else:
+    if not emit_json(args, res.to_dict(), out):
         lo, hi = res.ci
         count = f" ({res.k}/{res.n})" if res.k is not None else ""
         print(f"method {res.method}, d = {res.d}: P(collapse) = {res.p:.4f} "

@@ -23,7 +23,9 @@ import sys
 
 from ._common import (
     CommandError,
+    add_json_arguments,
     add_problem_arguments,
+    emit_json,
     finite_float,
     nonneg_int,
     output_file,
@@ -72,9 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n-refine", type=positive_int, default=3,
                    help="separatrix: best candidates re-evaluated at full accuracy (default 3)")
     g.add_argument("--seed", type=nonneg_int, default=0, help="root seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, metavar="FILE.json",
-                   help="also write the JSON result to this file")
+    add_json_arguments(p)
     p.add_argument("--spec-out", default=None, metavar="FILE.json",
                    help="write the problem with the designed schedule (the --spec format)")
     p.set_defaults(func=run)
@@ -109,15 +109,10 @@ def run(args: argparse.Namespace) -> int:
                           n_knots=args.n_knots, search_draws=args.search_draws,
                           final_draws=args.final_draws, seed=args.seed,
                           n_refine=args.n_refine)
-    obj = res.to_dict()
-    text = json.dumps(obj)
-    from derivations.atomic import atomic_write
-    if out is not None:
-        atomic_write(out, text + "\n")
     if spec_out is not None:
+        from derivations.atomic import atomic_write
         atomic_write(spec_out, res.spec.to_json() + "\n")
-    if args.json:
-        print(text)
+    if emit_json(args, res.to_dict(), out):
         return 0
     lo, hi = res.ci
     what = (f"error bound {res.error_bound:.2g}" if res.error_bound is not None

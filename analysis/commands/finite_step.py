@@ -4,11 +4,12 @@ effective initial overlap and the out-of-span inflation (:mod:`analysis.finite_s
 from __future__ import annotations
 
 import argparse
-import json
 
 from ._common import (
     CommandError,
+    add_json_arguments,
     add_problem_arguments,
+    emit_json,
     output_file,
     positive_float,
     positive_int,
@@ -36,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave Q to the flow (the effective overlap alone)")
     g.add_argument("--dt", type=positive_float, default=0.05,
                    help="time step of the growth-factor grid (default 0.05)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file")
+    add_json_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -52,12 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     res = r.to_dict()
-    text = json.dumps(res)
-    if out is not None:
-        from derivations.atomic import atomic_write
-        atomic_write(out, text + "\n")
-    if args.json:
-        print(text)
+    if emit_json(args, res, out):
         return 0
     print(f"SGD collapse (theory): p = {r.p:.4g}   [flow basin with eps0 alone: "
           f"{r.p_flow:.4g}]")
