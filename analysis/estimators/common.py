@@ -6,7 +6,7 @@ from __future__ import annotations
 from derivations.spec import ProblemSpec
 
 __all__ = ["compiled_model", "stationary_event", "default_ode_t_end", "is_antipodal_pair",
-           "chunked_initial_states", "run_chunks"]
+           "chunked_initial_states", "run_chunks", "merge_chunks"]
 
 
 def compiled_model(spec: ProblemSpec):
@@ -69,3 +69,28 @@ def run_chunks(fn, spec: ProblemSpec, chunks: list, args: tuple, progress: bool,
         return [fn(text, Y0, *args, progress, max_extensions) for Y0 in chunks]
     futures = [executor.submit(fn, text, Y0, *args, False, max_extensions) for Y0 in chunks]
     return [f.result() for f in futures]
+
+
+def merge_chunks(parts: list, running_status: int) -> tuple:
+    """Merge the chunk results ``(collapsed, mechanism, status, extensions, changed)`` of a
+    theory ensemble (ode, gd): returns ``(collapsed, mechanism, status, details, notes)``
+    with ``details`` = status counts, extensions used, draws still ``running_status`` at the
+    end (``unconverged``) and those whose outcome changed in the last extension, and a note
+    if any draw was still moving."""
+    import numpy as np
+    collapsed = np.concatenate([p[0] for p in parts])
+    mech = np.concatenate([p[1] for p in parts])
+    status = np.concatenate([p[2] for p in parts])
+    extensions = int(max(p[3] for p in parts))
+    unconverged = int(np.count_nonzero(status == running_status))
+    changed = int(sum(p[4] for p in parts))
+    details = {"status_counts": {str(int(s)): int(np.count_nonzero(status == s))
+                                 for s in np.unique(status)},
+               "extensions": extensions, "unconverged": unconverged,
+               "changed_in_last_extension": changed}
+    notes = []
+    if unconverged:
+        notes.append(f"{unconverged} draws still moving after {extensions} extension(s) of "
+                     f"t_end; {changed} of them changed outcome in the last extension "
+                     "(classified where they stand)")
+    return collapsed, mech, status, details, notes

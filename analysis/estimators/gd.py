@@ -46,6 +46,7 @@ from .common import (
     chunked_initial_states,
     compiled_model,
     default_ode_t_end,
+    merge_chunks,
     run_chunks,
     stationary_event,
 )
@@ -186,22 +187,14 @@ class GdEstimator(CollapseEstimator):
         args = (eta, t_end, options.tol, options.weight_threshold)
         parts = run_chunks(_gd_chunk, spec, Y0s, args, options.progress, options.max_extensions,
                            executor)
-        collapsed = np.concatenate([p[0] for p in parts])
-        mech = np.concatenate([p[1] for p in parts])
-        status = np.concatenate([p[2] for p in parts])
-        unconverged = int(np.count_nonzero(status == GD_RUNNING))
+        collapsed, mech, status, details, more = merge_chunks(parts, GD_RUNNING)
         diverged = int(np.count_nonzero((status == GD_NONFINITE) | (mech == DIVERGED)))
-        changed = int(sum(p[4] for p in parts))
         bound = stable_step(spec)
         notes = [f"exact finite-d initial law; exact reduced GD map at eta = {eta:g} "
                  f"(t = eta * steps; {eta / bound:.3g} of the stability bound {bound:.4g}) "
                  "until stationary (max |y' - y| / eta < "
                  f"{options.tol:g} after the schedule settled); differs from the gradient "
-                 "flow by O(eta)"]
-        if unconverged:
-            notes.append(f"{unconverged} draws still moving after {max(p[3] for p in parts)} "
-                         f"extension(s) of t_end; {changed} of them changed outcome in the last "
-                         "extension (classified where they stand)")
+                 "flow by O(eta)", *more]
         if diverged:
             notes.append(f"{diverged} draws diverged (non-finite state): classified as "
                          "'diverged', not collapsed; the step is too large for them")
@@ -210,9 +203,5 @@ class GdEstimator(CollapseEstimator):
             self.name, prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
             options={**options.to_dict(), "t_end": t_end, "seed": seed},
             outcomes=collapsed, mechanisms=mech,
-            details={"status_counts": {str(int(s)): int(np.count_nonzero(status == s))
-                                       for s in np.unique(status)},
-                     "extensions": int(max(p[3] for p in parts)), "unconverged": unconverged,
-                     "changed_in_last_extension": changed, "diverged": diverged,
-                     "eta": eta, "stable_step": bound},
+            details={**details, "diverged": diverged, "eta": eta, "stable_step": bound},
             notes=tuple(notes))

@@ -29,6 +29,7 @@ from .common import (
     chunked_initial_states,
     compiled_model,
     default_ode_t_end,
+    merge_chunks,
     run_chunks,
     stationary_event,
 )
@@ -128,24 +129,12 @@ class OdeEstimator(CollapseEstimator):
         args = (t_end, options.rtol, options.atol, options.weight_threshold)
         parts = run_chunks(_solve_chunk, spec, Y0s, args, options.progress, options.max_extensions,
                            executor)
-        collapsed = np.concatenate([p[0] for p in parts])
-        mech = np.concatenate([p[1] for p in parts])
-        status = np.concatenate([p[2] for p in parts])
-        unconverged = int(np.count_nonzero(status == STATUS_SUCCESS))
-        changed = int(sum(p[4] for p in parts))
+        collapsed, mech, status, details, more = merge_chunks(parts, STATUS_SUCCESS)
         notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
-                 "(|dy/dt| < 1e-7 after the schedule settled)"]
-        if unconverged:
-            notes.append(f"{unconverged} draws still moving after {max(p[3] for p in parts)} "
-                         f"extension(s) of t_end; {changed} of them changed outcome in the last "
-                         "extension (classified where they stand)")
+                 "(|dy/dt| < 1e-7 after the schedule settled)", *more]
         prop = proportion(int(collapsed.sum()), int(collapsed.size))
         return CollapseResult(
             self.name, prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
             options={**options.to_dict(), "t_end": t_end, "seed": seed},
-            outcomes=collapsed, mechanisms=mech,
-            details={"status_counts": {str(int(s)): int(np.count_nonzero(status == s))
-                                       for s in np.unique(status)},
-                     "extensions": int(max(p[3] for p in parts)), "unconverged": unconverged,
-                     "changed_in_last_extension": changed},
+            outcomes=collapsed, mechanisms=mech, details=details,
             notes=tuple(notes))
