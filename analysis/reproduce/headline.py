@@ -1,4 +1,4 @@
-"""``mfvi reproduce``: the headline figure set, computed from scratch into ``figures/``.
+"""The headline figure jobs of ``mfvi reproduce``: the K = M = 2 gradient-flow set.
 
 Figures (each PNG has a JSON sidecar with its parameters and numbers):
 
@@ -19,15 +19,12 @@ Figures (each PNG has a JSON sidecar with its parameters and numbers):
    (separatrix, d = 1000), and (pi_1, A) of an unbalanced target without annealing (theory
    ensemble, where the separatrix formula does not apply).
 
-Intermediate results are sweeps (:mod:`analysis.sweep`) under ``results_dir``: a killed run
-resumes where it stopped.  ``quick=True`` uses small grids (a smoke test, about a minute).
+All eight jobs share one :class:`Plan` (``FULL`` for the headline run, ``QUICK`` for the smoke
+test); intermediate results are resumable sweeps (:mod:`analysis.sweep`).
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,7 +37,7 @@ from derivations.spec import (
     symmetric_bimodal,
 )
 
-from .figures import (
+from ..figures import (
     fit_power_law,
     plot_collapse_heatmap,
     plot_collapse_vs_d,
@@ -48,13 +45,9 @@ from .figures import (
     plot_trajectories,
     save_figure,
 )
+from .registry import FigureContext, figure_job
 
-__all__ = ["Plan", "FULL", "QUICK", "FIGURES", "reproduce"]
-
-#: Figure jobs of :func:`reproduce`, in order.
-FIGURES = ("phase", "vs_d", "trajectories", "bifurcation", "stability", "linear_schedule",
-           "A_sigma", "pi_A")
-
+__all__ = ["Plan", "FULL", "QUICK"]
 
 @dataclass(frozen=True)
 class Plan:
@@ -99,49 +92,14 @@ QUICK = Plan(T0s=(3.0, 25.0), taus=(3.0, 30.0), sep_tol=1e-3, sep_eps_per_decade
              pis=(0.5, 0.8), pi_As=(9.0,), pi_draws=300)
 
 
-def _log(msg: str, enabled: bool) -> None:
-    if enabled:
-        print(f"[mfvi reproduce] {msg}", file=sys.stderr, flush=True)
-
-
-def reproduce(out_dir: str | Path = "figures", results_dir: str | Path | None = None, *,
-              quick: bool = False, progress: bool = True,
-              only: set[str] | None = None) -> dict[str, Path]:
-    """Compute the headline figures into ``out_dir``; returns {figure name: path}.
-
-    ``results_dir`` (default ``out_dir/../results/reproduce[-quick]``) holds the resumable
-    sweeps.  ``only`` restricts to some of :data:`FIGURES`.
-    """
-    plan = QUICK if quick else FULL
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if results_dir is None:
-        results_dir = out_dir.parent / "results" / ("reproduce-quick" if quick else "reproduce")
-    results_dir = Path(results_dir)
-    jobs: dict[str, Callable[[], Path]] = {
-        "phase": lambda: _phase(plan, out_dir, results_dir, progress),
-        "vs_d": lambda: _vs_d(plan, out_dir, progress),
-        "trajectories": lambda: _trajectories(plan, out_dir, progress),
-        "bifurcation": lambda: _bifurcation(plan, out_dir, progress),
-        "stability": lambda: _stability(plan, out_dir, results_dir, progress),
-        "linear_schedule": lambda: _linear_schedule(plan, out_dir, results_dir, progress),
-        "A_sigma": lambda: _A_sigma(plan, out_dir, results_dir, progress),
-        "pi_A": lambda: _pi_A(plan, out_dir, results_dir, progress),
-    }
-    made = {}
-    for name, job in jobs.items():
-        if only is not None and name not in only:
-            continue
-        t0 = time.perf_counter()
-        _log(f"{name} ...", progress)
-        made[name] = job()
-        _log(f"{name} done in {time.perf_counter() - t0:.1f} s -> {made[name]}", progress)
-    return made
-
-
-def _phase(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
-    from .collapse import collapse_probability
-    from .phase import apply_cell, collapse_sweep
+@figure_job("phase", full=FULL, quick=QUICK,
+            summary="P(collapse) over (T0, tau), exponential schedule: separatrix heat map, ode and R^d SGD cells")
+def _phase(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    results_dir = ctx.results_dir
+    progress = ctx.progress
+    from ..collapse import collapse_probability
+    from ..phase import apply_cell, collapse_sweep
     base = symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0))
     opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
     res = collapse_sweep(base, {"T0": plan.T0s, "tau": plan.taus}, d=plan.d,
@@ -173,8 +131,11 @@ def _phase(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path
         "p_separatrix": p, "overlay": overlay, "montecarlo": points})
 
 
-def _vs_d(plan: Plan, out_dir: Path, progress: bool) -> Path:
-    from .collapse import collapse_probability, separatrix_vs_d
+@figure_job("vs_d", full=FULL, quick=QUICK,
+            summary="P(collapse) against d, with and without annealing, with power-law fits")
+def _vs_d(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    from ..collapse import collapse_probability, separatrix_vs_d
     curves, points, params = [], [], {"plan": asdict(plan)}
     for label, sch in (("no annealing", ConstantSchedule(1.0)),
                        ("exponential T0=20, tau=100", ExponentialSchedule(20.0, 100.0))):
@@ -195,8 +156,17 @@ def _vs_d(plan: Plan, out_dir: Path, progress: bool) -> Path:
     return save_figure(fig, out_dir / "collapse_vs_d.png", params)
 
 
-def _trajectories(plan: Plan, out_dir: Path, progress: bool) -> Path:
-    from .montecarlo import MonteCarloConfig, cross_check, initial_means, realise_geometry, simulate
+@figure_job("trajectories", full=FULL, quick=QUICK,
+            summary="Q(t), R(t): reduced ODE against the d-dimensional flow and SGD runs")
+def _trajectories(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    from ..montecarlo import (
+        MonteCarloConfig,
+        cross_check,
+        initial_means,
+        realise_geometry,
+        simulate,
+    )
     spec = symmetric_bimodal(plan.A, ExponentialSchedule(5.0, 10.0))
     d = plan.traj_d
     mu, centres = realise_geometry(spec, d, seed=7)
@@ -221,11 +191,14 @@ def _trajectories(plan: Plan, out_dir: Path, progress: bool) -> Path:
         "max_deviation": cc.max_deviation, "sgd_collapsed": sgd.collapsed})
 
 
-def _bifurcation(plan: Plan, out_dir: Path, progress: bool) -> Path:
+@figure_job("bifurcation", full=FULL, quick=QUICK,
+            summary="fixed points against beta (continuation), folds and branch points")
+def _bifurcation(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
     from derivations.codegen import compile_model
     from solvers.continuation import ParameterMap, trace_branches
 
-    from .bifurcation import plot_bifurcation
+    from ..bifurcation import plot_bifurcation
     spec = symmetric_bimodal(plan.bif_A)
     model = compile_model(spec.structure)
     pmap = ParameterMap.from_spec(spec, "beta", 1.0)
@@ -238,8 +211,13 @@ def _bifurcation(plan: Plan, out_dir: Path, progress: bool) -> Path:
         "branches": len(diagram.branches)})
 
 
-def _stability(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
-    from .phase import fold_curve, stability_sweep
+@figure_job("stability", full=FULL, quick=QUICK,
+            summary="number of stable collapsed fixed points over (beta, A) with the fold curve")
+def _stability(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    results_dir = ctx.results_dir
+    progress = ctx.progress
+    from ..phase import fold_curve, stability_sweep
     spec = symmetric_bimodal(plan.A)
     res = stability_sweep(spec, plan.betas, plan.As, out_dir=results_dir / "stability_beta_A",
                           progress=progress)
@@ -258,7 +236,7 @@ def _separatrix_heatmap(plan: Plan, spec, axes: dict, name: str, results_dir: Pa
                         out_dir: Path, progress: bool, xlabel: str, ylabel: str,
                         title: str) -> Path:
     """A two-axis separatrix sweep at d = plan.d, drawn as a heat map into ``name``.png."""
-    from .phase import collapse_sweep
+    from ..phase import collapse_sweep
     opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
     res = collapse_sweep(spec, axes, d=plan.d, method="separatrix",
                          out_dir=results_dir / name, options=opts, progress=progress)
@@ -270,7 +248,12 @@ def _separatrix_heatmap(plan: Plan, spec, axes: dict, name: str, results_dir: Pa
         "p_separatrix": res.scalar("p")})
 
 
-def _linear_schedule(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+@figure_job("linear_schedule", full=FULL, quick=QUICK,
+            summary="P(collapse) over (T0, tau) of the linear schedule (separatrix)")
+def _linear_schedule(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    results_dir = ctx.results_dir
+    progress = ctx.progress
     return _separatrix_heatmap(
         plan, symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0)),
         {"T0": plan.lin_T0s, "tau": plan.lin_taus}, "phase_linear_T0_tau", results_dir,
@@ -278,7 +261,12 @@ def _linear_schedule(plan: Plan, out_dir: Path, results_dir: Path, progress: boo
         f"P(collapse), linear schedule, A={plan.A:g}, d={plan.d} (separatrix)")
 
 
-def _A_sigma(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
+@figure_job("A_sigma", full=FULL, quick=QUICK,
+            summary="P(collapse) over (A, sigma_init) under the exponential schedule (separatrix)")
+def _A_sigma(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    results_dir = ctx.results_dir
+    progress = ctx.progress
     return _separatrix_heatmap(
         plan, symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0)),
         {"A": plan.sweep_As, "sigma_init": plan.sigmas}, "phase_A_sigma", results_dir,
@@ -286,8 +274,13 @@ def _A_sigma(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Pa
         f"P(collapse), exponential T0=20, tau=100, d={plan.d} (separatrix)")
 
 
-def _pi_A(plan: Plan, out_dir: Path, results_dir: Path, progress: bool) -> Path:
-    from .phase import collapse_sweep
+@figure_job("pi_A", full=FULL, quick=QUICK,
+            summary="P(collapse) over (pi_1, A) of an unbalanced target (ode ensemble)")
+def _pi_A(plan: Plan, ctx: FigureContext) -> Path:
+    out_dir = ctx.out_dir
+    results_dir = ctx.results_dir
+    progress = ctx.progress
+    from ..phase import collapse_sweep
     cold = symmetric_bimodal(plan.A, ConstantSchedule(1.0))
     res = collapse_sweep(cold, {"pi_1": plan.pis, "A": plan.pi_As}, d=plan.d, method="ode",
                          draws=plan.pi_draws, seed=400, out_dir=results_dir / "phase_pi_A",
