@@ -53,6 +53,9 @@ __all__ = [
     "ModelStructure",
     "ProblemSpec",
     "symmetric_bimodal",
+    "orthogonal",
+    "simplex",
+    "PRESETS",
     "state_names",
     "parameter_names",
     "schedule_from_dict",
@@ -903,3 +906,50 @@ def symmetric_bimodal(A: float, schedule: Schedule | None = None, *, sigma_init:
         schedule=schedule if schedule is not None else ConstantSchedule(1.0),
         init=Initialisation(sigma_init=sigma_init),
     )
+
+
+def _preset_family(K: int, M: int, A: float, gram: np.ndarray, schedule: Schedule | None,
+                   sigma_init: float, path: AnnealingPath | None, train_weights: bool
+                   ) -> ProblemSpec:
+    return ProblemSpec(
+        target=TargetMixture(gram=gram, weights=np.full(K, 1.0 / K), variance=1.0),
+        family=VariationalFamily(n_components=M, weights=np.full(M, 1.0 / M), variance=1.0,
+                                 train_weights=train_weights),
+        path=path if path is not None else AnnealingPath("tempering"),
+        schedule=schedule if schedule is not None else ConstantSchedule(1.0),
+        init=Initialisation(sigma_init=sigma_init),
+    )
+
+
+def _preset_sizes(K: Any, M: Any, K_min: int) -> tuple[int, int]:
+    for name, v, lo in (("K", K, K_min), ("M", M, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+    return int(K), int(M)
+
+
+def orthogonal(K: int, M: int, A: float, schedule: Schedule | None = None, *,
+               sigma_init: float = 1.0, path: AnnealingPath | None = None,
+               train_weights: bool = False) -> ProblemSpec:
+    """The preset: K mutually orthogonal modes, ``T = A I`` (``|mu_a|^2 = A``), equal weights
+    ``pi = 1/K``, M components of equal weight ``1/M``, Delta = s = 1, tempering."""
+    K, M = _preset_sizes(K, M, 1)
+    A = _positive("A", A)
+    return _preset_family(K, M, A, A * np.eye(K), schedule, sigma_init, path, train_weights)
+
+
+def simplex(K: int, M: int, A: float, schedule: Schedule | None = None, *,
+            sigma_init: float = 1.0, path: AnnealingPath | None = None,
+            train_weights: bool = False) -> ProblemSpec:
+    """The preset: K equiangular centred modes (vertices of a regular simplex, ``sum_a mu_a =
+    0``), ``T = A K/(K-1) (I - 1 1^T / K)``: ``|mu_a|^2 = A``, ``mu_a . mu_b = -A/(K-1)``;
+    equal weights, M components, Delta = s = 1, tempering.  K = 2 is the symmetric bimodal."""
+    K, M = _preset_sizes(K, M, 2)
+    A = _positive("A", A)
+    gram = A * K / (K - 1) * (np.eye(K) - np.full((K, K), 1.0 / K))
+    return _preset_family(K, M, A, gram, schedule, sigma_init, path, train_weights)
+
+
+#: Problem presets by command-line name (``--preset``): functions ``(K, M, A) -> ProblemSpec``
+#: (keyword arguments schedule, sigma_init, path, train_weights).
+PRESETS = {"orthogonal": orthogonal, "simplex": simplex}
