@@ -89,7 +89,8 @@ import numpy as np
 
 from derivations.spec import ProblemSpec, require_spec
 
-__all__ = ["FiniteStepPrediction", "NoiseCovariance", "effective_overlap_prediction",
+__all__ = ["FiniteStepPrediction", "FiniteStepGrid", "NoiseCovariance",
+           "effective_overlap_prediction", "effective_overlap_grid",
            "overlap_noise_covariance", "accumulated_noise", "anisotropic_rayleigh",
            "inflation_source", "inflated_flow"]
 
@@ -503,7 +504,9 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
                                  dt: float = 0.02, n_eps_per_decade: int = 8,
                                  tol: float = 1e-4, rel_tol: float = 1e-3,
                                  inflation: bool = True,
-                                 path: dict | None = None) -> FiniteStepPrediction:
+                                 path: dict | None = None,
+                                 table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                                 ) -> FiniteStepPrediction:
     """SGD collapse probability from the separatrix with the effective initial overlap.
 
     Module docstring: ``eps_x^2 = eps0^2 + V_x(t_cut)``, t_cut the first time
@@ -512,7 +515,9 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     reparam's noise) and the basin boundary are those of the flow with the out-of-span
     inflation of Q (:func:`inflation_source`, mechanism 2); False: the flow's (mechanism 1
     alone).  ``path``: a precomputed :func:`accumulated_noise` result for the same (spec, eta,
-    n, estimator) and, with inflation, the same d.
+    n, estimator) and, with inflation, the same d.  ``table``: a precomputed
+    ``(eps (G,), theta_c (G,), monotone (G,))`` of the same flow (:func:`effective_overlap_grid`
+    shares one between points) whose amplitudes cover the range this point needs.
     """
     from .mc_config import noise_inflation, stable_step
     spec = _check_inputs(spec, d, eta, n, estimator)
@@ -538,8 +543,15 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     lo = 0.02 * min(es, ea, eps0)
     hi = min(9.0 * max(es, ea), eps_max)
     n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
-    grid = np.geomspace(lo, hi, n_eps)
-    theta_c, monotone = flow.critical_angles(grid, tol, rel_tol)
+    if table is None:
+        grid = np.geomspace(lo, hi, n_eps)
+        theta_c, monotone = flow.critical_angles(grid, tol, rel_tol)
+    else:
+        grid, theta_c, monotone = (np.asarray(a) for a in table)
+        if grid.ndim != 1 or grid.shape != theta_c.shape or grid.shape != monotone.shape \
+                or grid[0] > lo * (1 + 1e-12) or grid[-1] < hi * (1 - 1e-12):
+            raise ValueError(f"table: needs amplitudes covering [{lo:.3g}, {hi:.3g}] with "
+                             "theta_c and monotone of the same shape")
     le = np.log(grid)
     p = anisotropic_rayleigh(es, ea, le, theta_c)
     p_flow = anisotropic_rayleigh(eps0, eps0, le, theta_c)
@@ -574,3 +586,88 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
         inflation=infl, d=d, eta=eta, n=n, estimator=estimator, corrected=flow.corrected,
         notes=tuple(notes),
         table={"eps": grid, "theta_c": theta_c, "monotone": monotone})
+
+
+@dataclass(frozen=True)
+class FiniteStepGrid:
+    """Result of :func:`effective_overlap_grid`: ``p`` (len(etas), len(ds)) the predicted SGD
+    collapse probability, ``p_flow`` (len(etas), len(ds)) the same basin boundary from the
+    isotropic eps0 (the flow's separatrix value where the flow is not corrected),
+    ``eps_eff`` (len(etas), len(ds), 2), ``corrected`` (len(etas), len(ds)) bool, and the
+    per-point :class:`FiniteStepPrediction` objects ``points[i][j]``; ``shared_table``: one
+    table of critical angles served every point."""
+
+    ds: tuple[int, ...]
+    etas: tuple[float, ...]
+    n: int
+    estimator: str
+    p: np.ndarray
+    p_flow: np.ndarray
+    eps_eff: np.ndarray
+    corrected: np.ndarray
+    shared_table: bool
+    points: tuple[tuple[FiniteStepPrediction, ...], ...] = field(repr=False, default=())
+
+
+def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
+                           estimator: str = "stl", *, u_nl: float = 1.0, dt: float = 0.02,
+                           n_eps_per_decade: int = 8, tol: float = 1e-4,
+                           rel_tol: float = 1e-3, inflation: bool = True) -> FiniteStepGrid:
+    """:func:`effective_overlap_prediction` on the grid ``etas`` x ``ds``, sharing the work.
+
+    Where the flow carries no inflation source at any grid point (stl at ``beta Delta = s``
+    along the whole schedule, or ``inflation=False``) the symmetric trajectory, the growth
+    factors and the noise covariance do not depend on (eta, d): ``V_x`` is eta times one
+    integral and theta_c(eps) is one function, so one :func:`accumulated_noise` path (at
+    eta = 1, scaled) and one table of critical angles covering every point's amplitudes serve
+    the whole grid (identical numbers to the point-wise calls up to the interpolation of
+    theta_c).  Otherwise each point is computed on its own (the corrected flow depends on
+    q = eta (d - D) / n).
+    """
+    spec = require_spec(spec)
+    ds_t = tuple(int(d) for d in np.atleast_1d(ds))
+    etas_t = tuple(float(e) for e in np.atleast_1d(etas))
+    if not ds_t or not etas_t:
+        raise ValueError("ds, etas: need at least one value each")
+    for d in ds_t:
+        for e in etas_t:
+            _check_inputs(spec, d, e, n, estimator)
+    corrected = np.array([[inflation and _Flow(spec, inflation_source(spec, d, e, n, estimator))
+                           .corrected for d in ds_t] for e in etas_t], dtype=bool)
+    kw = dict(u_nl=u_nl, dt=dt, n_eps_per_decade=n_eps_per_decade, tol=tol, rel_tol=rel_tol,
+              inflation=inflation)
+    shared = not corrected.any()
+    if not shared:
+        pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, **kw)
+                          for d in ds_t) for e in etas_t)
+    else:
+        unit = accumulated_noise(spec, 1.0, n, estimator, dt=dt)
+        paths = {e: {**unit, "V_s": e * unit["V_s"], "V_a": e * unit["V_a"]} for e in etas_t}
+        A = float(spec.target.T[0, 0])
+        sig = float(spec.init.sigma_init)
+        eps_max = sig * math.sqrt(A) * (1.0 - 1e-9)
+        lo, hi = math.inf, 0.0
+        for e in etas_t:                  # the amplitudes every point needs (as the point does)
+            acc = paths[e]
+            for d in ds_t:
+                eps0 = sig * math.sqrt(A / d)
+                amp = np.exp(acc["ln_gs"]) * np.sqrt(eps0 ** 2 + acc["V_s"])
+                hit = np.nonzero(amp >= u_nl)[0]
+                i = int(hit[0]) if hit.size else acc["t"].size - 1
+                es = math.sqrt(eps0 ** 2 + float(acc["V_s"][i]))
+                ea = math.sqrt(eps0 ** 2 + float(acc["V_a"][i]))
+                lo = min(lo, 0.02 * min(es, ea, eps0))
+                hi = max(hi, min(9.0 * max(es, ea), eps_max))
+        n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
+        grid = np.geomspace(lo, hi, n_eps)
+        theta_c, monotone = _Flow(spec, None).critical_angles(grid, tol, rel_tol)
+        table = (grid, theta_c, monotone)
+        pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, path=paths[e],
+                                                       table=table, **kw)
+                          for d in ds_t) for e in etas_t)
+    return FiniteStepGrid(
+        ds=ds_t, etas=etas_t, n=int(n), estimator=estimator,
+        p=np.array([[r.p for r in row] for row in pts]),
+        p_flow=np.array([[r.p_flow for r in row] for row in pts]),
+        eps_eff=np.array([[list(r.eps_eff) for r in row] for row in pts]),
+        corrected=corrected, shared_table=shared, points=pts)

@@ -1,0 +1,108 @@
+"""Plots of the finite-step figures (issue 10): SGD collapse against (eta, d) and eta.
+
+Plotting only: the numbers come from :mod:`analysis.reproduce.finite_steps` (the reduced SGD
+engine through the ``sgd`` estimator, the effective-overlap theory of
+:mod:`analysis.finite_step`).  Every function returns a matplotlib figure; saving (PNG plus
+JSON sidecar) is :func:`analysis.figures.save_figure`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .figures import _grid_ticks, _plt
+
+__all__ = ["plot_sgd_eta_d", "plot_sgd_vs_eta"]
+
+
+def _errorbar(ax: Any, x: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              **kw: Any) -> None:
+    ax.errorbar(x, p, yerr=[p - lo, hi - p], fmt="o", ms=4, capsize=2.5, lw=1, **kw)
+
+
+def plot_sgd_eta_d(ds: Sequence[float], etas: Sequence[float], engine: Mapping[str, np.ndarray],
+                   theory_ds: Sequence[float], theory_p: np.ndarray, flow_p: np.ndarray, *,
+                   title: str) -> Any:
+    """Two panels over the grid ``etas`` x ``ds``.
+
+    Left: P(collapse) against d, one colour per eta: the engine's points with their Wilson
+    intervals (``engine['p'], ['lo'], ['hi']``, shape (len(etas), len(ds))), the
+    effective-overlap prediction ``theory_p`` (len(etas), len(theory_ds)) as lines, the
+    gradient flow's separatrix value ``flow_p`` (len(theory_ds),) in black.  Right: the grid
+    cells, each with the engine's and the theory's value, green where the theory lies inside
+    the engine's interval, red where it does not (the colour is the ratio engine / theory).
+    """
+    plt = _plt()
+    ds = np.asarray(ds, dtype=float)
+    etas = np.asarray(etas, dtype=float)
+    td = np.asarray(theory_ds, dtype=float)
+    p, lo, hi = (np.asarray(engine[k], dtype=float) for k in ("p", "lo", "hi"))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 4.8),
+                                  gridspec_kw={"width_ratios": [1.15, 1.0]})
+    cmap = plt.get_cmap("viridis")
+    for i, eta in enumerate(etas):
+        c = cmap(i / max(len(etas) - 1, 1))
+        _errorbar(ax, ds * (1.0 + 0.06 * (i - 0.5 * (len(etas) - 1))), p[i], lo[i], hi[i],
+                  color=c, label=f"SGD engine, eta = {eta:g}")
+        ax.plot(td, theory_p[i], "-", color=c, lw=1.3)
+    ax.plot(td, flow_p, "k--", lw=1.5, label="gradient flow (separatrix)")
+    ax.plot([], [], "-", color="0.4", lw=1.3, label="effective-overlap prediction")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("d")
+    ax.set_ylabel("P(collapse)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7.5, loc="lower left")
+    # right: the grid, where the theory holds
+    th = np.array([np.interp(np.log(ds), np.log(td), theory_p[i]) for i in range(len(etas))])
+    inside = (lo <= th) & (th <= hi)
+    ratio = np.log2(np.maximum(p, 1e-3) / np.maximum(th, 1e-3))
+    ax2.imshow(ratio, origin="lower", cmap="coolwarm", vmin=-1.5, vmax=1.5, aspect="auto")
+    for i in range(len(etas)):
+        for j in range(len(ds)):
+            ax2.text(j, i, f"{p[i, j]:.3f}\n{th[i, j]:.3f}", ha="center", va="center",
+                     fontsize=7.5, color="darkgreen" if inside[i, j] else "darkred",
+                     fontweight="bold")
+    ax2.set_xticks(range(len(ds)), [f"{v:g}" for v in ds])
+    ax2.set_yticks(range(len(etas)), [f"{v:g}" for v in etas])
+    ax2.set_xlabel("d")
+    ax2.set_ylabel("eta")
+    ax2.set_title(f"engine (top) / theory (bottom): theory inside the 95% interval at "
+                  f"{int(inside.sum())} of {inside.size} (green)\ncolour: log2(engine / theory)",
+                  fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sgd_vs_eta(etas: Sequence[float], engines: Sequence[Mapping[str, Any]],
+                    theories: Sequence[Mapping[str, Any]], flow_p: float, *,
+                    title: str) -> Any:
+    """P(collapse) against eta at one d: per estimator the engine's points with Wilson
+    intervals (``engines[i] = {'label', 'p', 'lo', 'hi', 'color'}`` over ``etas``), the
+    theory's curves (``theories[i] = {'label', 'eta', 'p', 'color', 'style'}``) and the
+    gradient flow's value (horizontal line)."""
+    plt = _plt()
+    etas = np.asarray(etas, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.6, 4.6))
+    for k, e in enumerate(engines):
+        _errorbar(ax, etas * (1.0 + 0.04 * (k - 0.5 * (len(engines) - 1))),
+                  np.asarray(e["p"], dtype=float), np.asarray(e["lo"], dtype=float),
+                  np.asarray(e["hi"], dtype=float), color=e["color"], label=e["label"])
+    for t in theories:
+        ax.plot(t["eta"], t["p"], t.get("style", "-"), color=t["color"], lw=1.3,
+                label=t["label"])
+    ax.axhline(flow_p, color="k", ls="--", lw=1.3, label=f"gradient flow ({flow_p:.3f})")
+    ax.set_xscale("log")
+    _grid_ticks(ax.xaxis, etas)
+    ax.set_xlabel("SGD step eta")
+    ax.set_ylabel("P(collapse)")
+    ax.set_ylim(bottom=0.0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
