@@ -90,7 +90,7 @@ import numpy as np
 from derivations.spec import ProblemSpec, require_spec
 
 __all__ = ["FiniteStepPrediction", "FiniteStepGrid", "NoiseCovariance",
-           "effective_overlap_prediction", "effective_overlap_grid",
+           "effective_overlap_prediction", "effective_overlap_grid", "corrected_flow",
            "overlap_noise_covariance", "accumulated_noise", "anisotropic_rayleigh",
            "inflation_source", "inflated_flow"]
 
@@ -671,3 +671,49 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
         p_flow=np.array([[r.p_flow for r in row] for row in pts]),
         eps_eff=np.array([[list(r.eps_eff) for r in row] for row in pts]),
         corrected=corrected, shared_table=shared, points=pts)
+
+
+def corrected_flow(spec: ProblemSpec, Y0: Any, t_end: float, eta: float, *,
+                   d: int | None = None, n: int = 1, estimator: str = "stl",
+                   t_eval: Any = None, correction: bool = True, rtol: float = 1e-10,
+                   atol: float = 1e-12) -> tuple[np.ndarray, np.ndarray | None]:
+    """The O(eta) corrected ODE of the finite-step maps (:mod:`derivations.finite_step`).
+
+    ``dy/dt = F(y, beta(t - eta/2)) + eta [b - J_F F / 2]``, ``F = f + q N``, integrated from
+    the states ``Y0`` (N, n_state) at t = 0 to ``t_end`` (gradient-flow time, t = eta *
+    steps): with ``d`` None (q = 0) the modified equation of GD with step eta, else the mean
+    equation of SGD with n samples per component and the given estimator in dimension d
+    (``q = eta (d - D) / n``, D = rank T + M).  ``eta = 0`` gives the flow (d None) or the
+    inflation-corrected flow.  Returns (Y_final (N, n_state), Y (N, len(t_eval), n_state) at
+    the times ``t_eval`` or None).  ``correction=False`` drops the eta term and the half-step
+    shift (the flow of F alone: the inflation-corrected flow of any structure).  Any structure
+    (K, M, weights, path) of the model.
+    """
+    from derivations.finite_step import compile_corrected_rhs
+    from solvers.ensemble import run_ensemble
+    from solvers.sgd import frame_dimension
+    spec = require_spec(spec)
+    if estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float, np.number)) \
+            or not (math.isfinite(float(eta)) and float(eta) >= 0):
+        raise ValueError(f"eta: must be a finite number >= 0, got {eta!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: must be an integer >= 1, got {n!r}")
+    eta = float(eta)
+    D = frame_dimension(spec.target.T, spec.family.M)
+    if d is None:
+        q = 0.0
+    else:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < D:
+            raise ValueError(f"d: must be an integer >= rank T + M = {D}, got {d!r}")
+        q = eta * (int(d) - D) / int(n)
+    rhs = compile_corrected_rhs(spec.structure, estimator)
+    e1 = eta if correction else 0.0
+    theta = np.concatenate([np.asarray(spec.theta(), dtype=float), [e1, q]])
+    Y0 = np.atleast_2d(np.asarray(Y0, dtype=float))
+    shift = 0.5 * e1
+    te = None if t_eval is None else np.asarray(t_eval, dtype=float) - shift
+    r = run_ensemble(rhs, Y0, (-shift, float(t_end) - shift), theta, schedule=spec.schedule,
+                     t_eval=te, rtol=rtol, atol=atol, progress=False)
+    return r.Z_final, r.Z_traj
