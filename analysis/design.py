@@ -24,6 +24,8 @@ parameterised so that this holds by construction:
     parameterised as for ``piecewise``; linear interpolation keeps it monotone.
 
 Every parameter lives in a box (``log10 T0 in [0, log10 T0_max]``, fractions in [0, 1]).
+On the geometric path the base variance sigma0^2 of ``p0 = N(0, sigma0^2 I)`` can be searched
+too (``base_variance = (lo, hi)``: one more parameter, ``log10 sigma0^2``).
 
 Objective and accuracy
 ----------------------
@@ -44,10 +46,15 @@ Optimiser
 2. ``n_initial`` Latin-hypercube points of the box (seeded) plus the best grid cells translated
    into the family (a staircase for piecewise; the other families contain their grid),
    for piecewise and free the "hold, then jump" schedules (beta = :data:`HOLD_BETAS` until
-   the budget, then 1), and any ``initial`` schedules given.
-3. Bounded Nelder-Mead (:func:`scipy.optimize.minimize`) from the best point so far with the
+   the budget, then 1), any ``initial`` schedules given, and when sigma0^2 is searched the
+   best member so far at both ends of its range.
+3. Multi-start bounded Nelder-Mead (:func:`scipy.optimize.minimize`): ``n_starts`` local
+   searches, in turn, from the best evaluated points that are at least a tenth of the box
+   apart in some coordinate (deterministic given ``seed``), each with an equal share of the
    evaluations left of ``max_evaluations``; or ``optimizer="differential-evolution"``
    (:func:`scipy.optimize.differential_evolution`, seeded, no polishing) on the same box.
+   (At A = 9 the free family has two local optima a single search can stall between: the
+   staircase of the best grid cell and "hold beta low, then jump".)
 4. Final re-evaluation at full accuracy: separatrix (deterministic) re-evaluates the
    ``n_refine`` best candidates and keeps the smallest (the search values differ by less than
    their reduced-accuracy error near a flat optimum), and the best grid cell if the family
@@ -67,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from derivations.spec import (
+    AnnealingPath,
     ExponentialSchedule,
     LinearSchedule,
     PiecewiseConstantSchedule,
@@ -76,7 +84,7 @@ from derivations.spec import (
     require_spec,
 )
 
-__all__ = ["FAMILIES", "SEARCH_SEPARATRIX", "DesignResult", "design_schedule", "pareto_front",
+__all__ = ["FAMILIES", "N_STARTS", "SEARCH_SEPARATRIX", "DesignResult", "design_schedule", "pareto_front",
            "family_schedule", "schedule_parameters", "METHODS", "OPTIMIZERS"]
 
 #: Schedule families the designer searches.
@@ -89,6 +97,9 @@ SEARCH_SEPARATRIX = {"n_eps_per_decade": 4, "tol": 1e-3, "rel_tol": 1e-2, "n_coa
 
 #: Constant betas of the "hold, then jump to 1 at the budget" starts (piecewise, free).
 HOLD_BETAS = (0.15, 0.3)
+
+#: Default number of local searches for the piecewise and free families.
+N_STARTS = 2
 
 #: Shortest knot interval / stage kept, relative to the budget (shorter ones are merged).
 _MIN_SPAN = 1e-9
@@ -293,16 +304,19 @@ class _Objective:
         self.refused = 0
         self.stage = "search"
 
-    def evaluate(self, schedule: ScheduleBase) -> tuple[float, float | None]:
+    def evaluate(self, schedule: ScheduleBase, path: AnnealingPath | None = None
+                 ) -> tuple[float, float | None]:
         """(p, error bound or Wilson half-width) at search accuracy; p = 1 + 1 for a candidate
-        the estimator refuses (e.g. the separatrix one-switch check fails)."""
+        the estimator refuses (e.g. the separatrix one-switch check fails).  ``path``: the
+        candidate's annealing path (default the problem's)."""
         from .collapse import collapse_probability
-        key = repr(schedule)
+        key = _key(schedule, path)
         if key in self.cache:
             return self.cache[key]
         self.counts[self.stage] = self.counts.get(self.stage, 0) + 1
+        cand = self.spec.replace(schedule=schedule, **({"path": path} if path else {}))
         try:
-            r = collapse_probability(self.spec.replace(schedule=schedule), self.d, self.method,
+            r = collapse_probability(cand, self.d, self.method,
                                      draws=self.draws, seed=self.seed, **self.options)
             out = (float(r.p), _uncertainty(r))
         except ValueError:
@@ -310,6 +324,28 @@ class _Objective:
             out = (2.0, None)
         self.cache[key] = out
         return out
+
+
+def _key(schedule: ScheduleBase, path: AnnealingPath | None = None) -> str:
+    """Cache key of a candidate (schedule, and the path when the base variance is searched)."""
+    return repr(schedule) if path is None else repr((schedule, path))
+
+
+def _distinct_starts(history: Any, lo: np.ndarray, hi: np.ndarray, n: int,
+                     sep: float = 0.1) -> list[np.ndarray]:
+    """Up to ``n`` start points for the local searches: the best evaluated points (history
+    values ``(p, x)``, feasible ones, p <= 1) in increasing p, each at least ``sep`` of the box
+    width from every one taken before in some coordinate (so that two searches do not start in
+    the same basin's neighbourhood).  Deterministic: ties keep the evaluation order."""
+    width = np.where(hi > lo, hi - lo, 1.0)
+    ranked = sorted((h for h in history if h[0] <= 1.0), key=lambda h: h[0])
+    out: list[np.ndarray] = []
+    for _, x in ranked:
+        if all(np.max(np.abs(x - y) / width) >= sep for y in out):
+            out.append(np.asarray(x, dtype=float).copy())
+        if len(out) == n:
+            break
+    return out
 
 
 def _uncertainty(r: Any) -> float:
@@ -427,7 +463,8 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
                     initial: Sequence[ScheduleBase] = (),
                     search_options: dict | None = None, final_options: dict | None = None,
                     search_draws: int = 2000, final_draws: int = 20000, seed: int = 0,
-                    n_refine: int = 3, final: bool = True) -> DesignResult:
+                    n_refine: int = 3, final: bool = True, n_starts: int | None = None,
+                    base_variance: tuple[float, float] | None = None) -> DesignResult:
     """Minimise P(collapse) in dimension ``d`` over the schedules of ``family`` whose
     annealing ends by ``budget`` (``settle_time(beta_tol) <= budget``); see the module
     docstring for the parameterisations, the objective and the optimiser.
@@ -438,6 +475,12 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     ``final=True``) come on top.
     ``search_options`` / ``final_options``: estimator options during the search / for the
     re-evaluation (separatrix: default :data:`SEARCH_SEPARATRIX` / the estimator defaults).
+    ``n_starts``: local searches (Nelder-Mead) from that many distinct best points of the grid
+    and initial stages, the evaluations left shared equally (default 1 for the two-parameter
+    families, :data:`N_STARTS` for piecewise and free, whose boxes have several local optima).
+    ``base_variance = (lo, hi)``: geometric path only; sigma0^2 of its base ``p0`` is searched
+    too, on a log scale in [lo, hi] (one more parameter, the last; the grid is evaluated at the
+    problem's own sigma0^2).
     """
     from scipy.optimize import differential_evolution, minimize
     from scipy.stats import qmc
@@ -455,7 +498,8 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     for name, v, lo in (("max_evaluations", max_evaluations, 1), ("n_stages", n_stages, 1),
                         ("n_knots", n_knots, 2), ("search_draws", search_draws, 1),
                         ("final_draws", final_draws, 1), ("seed", seed, 0),
-                        ("n_refine", n_refine, 1)):
+                        ("n_refine", n_refine, 1),
+                        ("n_starts", 1 if n_starts is None else n_starts, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
     if not (isinstance(T0_max, (int, float)) and T0_max > 1 and math.isfinite(T0_max)):
@@ -469,6 +513,17 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     if any(not (isinstance(f, (int, float)) and 0 < f <= 1) for f in grid_fractions) \
             or not grid_fractions:
         raise ValueError(f"grid_fractions: must lie in (0, 1], got {list(grid_fractions)!r}")
+    if base_variance is not None:
+        if spec.path.kind != "geometric":
+            raise ValueError("base_variance: the base variance sigma0^2 is a parameter of the "
+                             f"geometric path only; the problem's path is {spec.path.kind!r}")
+        try:
+            bv_lo, bv_hi = (float(v) for v in base_variance)
+        except (TypeError, ValueError):
+            raise ValueError(f"base_variance: must be a pair (lo, hi), got "
+                             f"{base_variance!r}") from None
+        if not (0 < bv_lo < bv_hi and math.isfinite(bv_hi)):
+            raise ValueError(f"base_variance: need 0 < lo < hi < inf, got {base_variance!r}")
     resolved = _resolve_method(spec, method)
     if resolved == "separatrix":
         s_opts = dict(SEARCH_SEPARATRIX if search_options is None else search_options)
@@ -478,12 +533,30 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     obj = _Objective(spec, d, resolved, s_opts, int(search_draws), int(seed))
     kw = {"beta_tol": beta_tol, "n_stages": n_stages, "n_knots": n_knots}
     bounds = _bounds(family, n_stages, n_knots, T0_max)
+    nf = len(bounds)                                # the family's own parameters
+    lbv0 = None
+    path0 = None                                    # the problem's path, when it is searched
+    if base_variance is not None:
+        bounds.append((math.log10(bv_lo), math.log10(bv_hi)))
+        path0 = spec.path
+        lbv0 = float(np.clip(math.log10(spec.path.base_variance), *bounds[-1]))
     dim = len(bounds)
     lo_b = np.array([b[0] for b in bounds])
     hi_b = np.array([b[1] for b in bounds])
+    if n_starts is None:
+        n_starts = 1 if family in ("exponential", "linear") else N_STARTS
 
     def build(x: np.ndarray) -> ScheduleBase:
-        return family_schedule(family, np.clip(x, lo_b, hi_b), budget, **kw)
+        return family_schedule(family, np.clip(x, lo_b, hi_b)[:nf], budget, **kw)
+
+    def path_of(x: np.ndarray) -> AnnealingPath | None:
+        if base_variance is None:
+            return None
+        return AnnealingPath("geometric", float(10.0 ** np.clip(x[nf], lo_b[nf], hi_b[nf])))
+
+    def ext(xf: np.ndarray | None) -> np.ndarray | None:
+        """A family parameter vector with the problem's own base variance appended."""
+        return xf if xf is None or lbv0 is None else np.append(xf, lbv0)
 
     left = [int(max_evaluations)]
     best: dict[str, Any] = {"p": math.inf, "x": None}
@@ -491,9 +564,9 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     history: dict[str, tuple[float, np.ndarray]] = {}
 
     def f(x: np.ndarray) -> float:
-        sch = build(np.asarray(x, dtype=float))
-        p, _ = obj.evaluate(sch)
-        history.setdefault(repr(sch), (p, np.clip(np.asarray(x, dtype=float), lo_b, hi_b)))
+        sch, pth = build(np.asarray(x, dtype=float)), path_of(np.asarray(x, dtype=float))
+        p, _ = obj.evaluate(sch, pth)
+        history.setdefault(_key(sch, pth), (p, np.clip(np.asarray(x, dtype=float), lo_b, hi_b)))
         if p < best["p"]:
             best["p"], best["x"] = p, np.clip(np.asarray(x, dtype=float), lo_b, hi_b)
         return p
@@ -507,11 +580,12 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
             break
         n_before = sum(obj.counts.values())
         orig = s
-        x = schedule_parameters(family, s, budget, T0_max=T0_max, **kw) if exact else None
+        x = ext(schedule_parameters(family, s, budget, T0_max=T0_max, **kw)) if exact \
+            else None
         if x is not None and T0 <= T0_max:
             s = build(x)
             f(x)
-        p, u = obj.evaluate(s)
+        p, u = obj.evaluate(s, path0)
         left[0] -= sum(obj.counts.values()) - n_before
         cells.append({"T0": T0, "tau": tau, "p": p, "uncertainty": u, "schedule": s,
                       "grid_schedule": orig})
@@ -521,7 +595,7 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
         for i in order[:2]:
             x = schedule_parameters(family, cells[i]["schedule"], budget, T0_max=T0_max, **kw)
             if x is not None:
-                starts.append(x)
+                starts.append(ext(x))
     if family in ("piecewise", "free"):
         # "hold, then jump": a constant beta for (almost) the whole budget, then 1 -- the
         # shape the optimum takes at A = 9 (escape during annealing at moderate beta)
@@ -532,7 +606,12 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
                 TabulatedSchedule(times=(0.0, 0.99 * budget, budget), betas=(b, b, 1.0)))
             x = schedule_parameters(family, hold, budget, T0_max=T0_max, **kw)
             if x is not None:
-                starts.append(x)
+                starts.append(ext(x))
+    if base_variance is not None and history:
+        # the new coordinate: the best member evaluated so far at both ends of its range
+        xb = min(history.values(), key=lambda h: h[0])[1]
+        for end in (lo_b[nf], hi_b[nf]):
+            starts.append(np.append(xb[:nf], end))
     for s in initial:
         x = schedule_parameters(family, s, budget, T0_max=T0_max, **kw)
         if x is None:
@@ -542,7 +621,7 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
                                  f"{s.settle_time(beta_tol):g}, final beta {s.beta_final:g})")
             raise ValueError(f"initial: a {s.kind} schedule is not a member of the {family} "
                              f"family")
-        starts.append(x)
+        starts.append(ext(x))
     # 2. initial design: the starts, then Latin-hypercube points of the box
     obj.stage = "initial"
     n_init = (2 * dim if family in ("piecewise", "free") else 0) if n_initial is None \
@@ -562,40 +641,65 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     info: dict[str, Any] = {"name": optimizer, "dimension": dim,
                             "bounds": [list(b) for b in bounds]}
     if left[0] > 0 and (best["x"] is not None or optimizer != "nelder-mead"):
-        n_before = sum(obj.counts.values())
-        budget_left = left[0]
 
         class _Stop(Exception):
             pass
 
-        def g(x: np.ndarray) -> float:
-            if sum(obj.counts.values()) - n_before >= budget_left and \
-                    repr(build(np.asarray(x, dtype=float))) not in obj.cache:
-                raise _Stop
-            return f(x)
+        def limited(n_allowed: int) -> Any:
+            n_before = sum(obj.counts.values())
 
-        try:
-            if optimizer == "nelder-mead":
-                x0 = best["x"]
+            def g(x: np.ndarray) -> float:
+                x = np.asarray(x, dtype=float)
+                if sum(obj.counts.values()) - n_before >= n_allowed and \
+                        _key(build(x), path_of(x)) not in obj.cache:
+                    raise _Stop
+                return f(x)
+            return g
+
+        if optimizer == "nelder-mead":
+            x0s = _distinct_starts(history.values(), lo_b, hi_b, int(n_starts))
+            runs = []
+            for i, x0 in enumerate(x0s):
+                n_allowed = left[0] // (len(x0s) - i)      # an equal share of what is left
+                if n_allowed <= 0:
+                    break
+                p0 = history[_key(build(x0), path_of(x0))][0]
+                run: dict[str, Any] = {"x0": [float(v) for v in x0], "p0": float(p0)}
+                n_before = sum(obj.counts.values())
                 step = 0.15 * (hi_b - lo_b)
                 simplex = [x0.copy()]
                 for j in range(dim):
                     y = x0.copy()
                     y[j] = y[j] + step[j] if y[j] + step[j] <= hi_b[j] else y[j] - step[j]
                     simplex.append(y)
-                r = minimize(g, x0, method="Nelder-Mead", bounds=bounds,
-                             options={"initial_simplex": np.array(simplex), "xatol": 1e-3,
-                                      "fatol": 1e-7, "maxfev": 10 * budget_left,
-                                      "adaptive": dim > 2})
-                info.update(nit=int(r.nit), message=str(r.message), success=bool(r.success))
-            else:
+                try:
+                    r = minimize(limited(n_allowed), x0, method="Nelder-Mead", bounds=bounds,
+                                 options={"initial_simplex": np.array(simplex), "xatol": 1e-3,
+                                          "fatol": 1e-7, "maxfev": 10 * n_allowed,
+                                          "adaptive": dim > 2})
+                    run.update(nit=int(r.nit), message=str(r.message), success=bool(r.success),
+                               p=float(r.fun), x=[float(v) for v in
+                                                  np.clip(r.x, lo_b, hi_b)])
+                except _Stop:
+                    run.update(message="evaluation budget exhausted", success=False)
+                used = sum(obj.counts.values()) - n_before
+                run["evaluations"] = int(used)
+                left[0] -= used
+                runs.append(run)
+            info["starts"] = runs
+            if runs:
+                info.update({k: runs[-1][k] for k in ("message", "success")})
+                info["nit"] = sum(int(r.get("nit", 0)) for r in runs)
+        else:
+            budget_left = left[0]
+            try:
                 popsize = max(2, budget_left // (dim * 6))
-                r = differential_evolution(g, bounds, popsize=popsize, maxiter=1000,
-                                           seed=seed, polish=False, tol=1e-6,
+                r = differential_evolution(limited(budget_left), bounds, popsize=popsize,
+                                           maxiter=1000, seed=seed, polish=False, tol=1e-6,
                                            x0=best["x"])
                 info.update(nit=int(r.nit), message=str(r.message), success=bool(r.success))
-        except _Stop:
-            info.update(message="evaluation budget exhausted", success=False)
+            except _Stop:
+                info.update(message="evaluation budget exhausted", success=False)
     if best["x"] is None:
         raise ValueError("max_evaluations: no candidate was evaluated; raise it")
     notes = []
@@ -612,10 +716,10 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     obj.stage = "final"
     finals: dict[str, Any] = {}
 
-    def final_eval(s: ScheduleBase) -> Any:
-        key = repr(s)
+    def final_eval(s: ScheduleBase, pth: AnnealingPath | None = None) -> Any:
+        key = _key(s, pth)
         if key not in finals:
-            s_spec = spec.replace(schedule=s)
+            s_spec = spec.replace(schedule=s, **({"path": pth} if pth else {}))
             if resolved == "separatrix":
                 finals[key] = collapse_probability(s_spec, d, "separatrix", **f_opts)
             else:
@@ -629,14 +733,14 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
         n_ref = n_refine if resolved == "separatrix" else 1
         cands = [h[1] for h in ranked[:n_ref] if h[0] <= 1.0] or [x_best]
         if resolved == "separatrix" and best_cell is not None:
-            hc = history.get(repr(best_cell["schedule"]))    # evaluated as a member?
+            hc = history.get(_key(best_cell["schedule"], path0))    # evaluated as a member?
             xc = None if hc is None else hc[1]
             if xc is not None and not any(np.array_equal(xc, c) for c in cands):
                 cands.append(xc)        # the grid's best, as a member of the family
         results = []
         for x in cands:
             try:
-                results.append((final_eval(build(x)).p, x))
+                results.append((final_eval(build(x), path_of(x)).p, x))
             except ValueError:      # refused at full accuracy: not a valid optimum
                 pass
         if not results:
@@ -644,7 +748,7 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
                              "accuracy; use method='ode'")
         x_best = min(results, key=lambda t: t[0])[1]
         sched = build(x_best)
-        r = final_eval(sched)
+        r = final_eval(sched, path_of(x_best))
         p, ci, k, n = float(r.p), (float(r.ci[0]), float(r.ci[1])), r.k, r.n
         err = float(r.details["error_bound"]) if resolved == "separatrix" else None
         final_used = {**f_opts, **({"draws": int(final_draws), "seed": int(seed) + 1}
@@ -652,14 +756,15 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
     else:
         sched = build(x_best)
         p = best["p"]
-        u = obj.cache.get(repr(sched), (None, None))[1]
+        u = obj.cache.get(_key(sched, path_of(x_best)), (None, None))[1]
         ci = (max(0.0, p - (u or 0.0)), min(1.0, p + (u or 0.0)))
         k = n = None
         err = u if resolved == "separatrix" else None
         final_used = {}
         notes.append("final=False: P is the search value (reduced accuracy / common draws)")
-    opt_spec = spec.replace(schedule=sched)
-    search_p_best, search_u_best = obj.cache.get(repr(sched), (math.nan, None))
+    opt_path = path_of(x_best)
+    opt_spec = spec.replace(schedule=sched, **({"path": opt_path} if opt_path else {}))
+    search_p_best, search_u_best = obj.cache.get(_key(sched, opt_path), (math.nan, None))
     grid_out: dict[str, Any] = {
         "family": grid_family, "T0": [float(t) for t in grid_T0],
         "fractions": [float(x) for x in grid_fractions],
@@ -669,7 +774,7 @@ def design_schedule(spec: ProblemSpec, d: int, budget: float, family: str = "exp
         bc = {"T0": best_cell["T0"], "tau": best_cell["tau"], "search_p": best_cell["p"],
               "schedule": best_cell["grid_schedule"].to_dict()}
         if final:
-            rb = final_eval(best_cell["schedule"])
+            rb = final_eval(best_cell["schedule"], path0)
             bc.update(p=float(rb.p), ci=[float(rb.ci[0]), float(rb.ci[1])],
                       error_bound=(float(rb.details["error_bound"])
                                    if resolved == "separatrix" else None), k=rb.k, n=rb.n)

@@ -201,3 +201,67 @@ def test_library_bad_input_names_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         design_schedule(symmetric_bimodal(A), args.pop("d"), args.pop("budget"),
                         args.pop("family"), **args)
+
+
+# ----------------------------------------------------------------------------------------
+# multi-start and the geometric path's base variance
+# ----------------------------------------------------------------------------------------
+
+def test_distinct_starts_are_the_best_separated_points():
+    from analysis.design import _distinct_starts
+    lo, hi = np.zeros(2), np.array([2.0, 1.0])
+    hist = [(0.3, np.array([1.0, 0.5])), (0.1, np.array([0.0, 0.0])),
+            (0.11, np.array([0.1, 0.05])),      # within 0.1 of the box of the best: skipped
+            (2.0, np.array([2.0, 1.0])),        # refused candidate (P = 2): never a start
+            (0.2, np.array([0.0, 0.2]))]
+    out = _distinct_starts(hist, lo, hi, 3)
+    assert [list(x) for x in out] == [[0.0, 0.0], [0.0, 0.2], [1.0, 0.5]]
+    assert len(_distinct_starts(hist, lo, hi, 1)) == 1
+
+
+def test_multi_start_runs_share_the_budget_and_are_deterministic():
+    spec = symmetric_bimodal(A)
+    kw = dict(max_evaluations=9, grid_T0=(20.0,), grid_fractions=(1.0,), n_initial=0,
+              n_refine=1, search_options=SEARCH, final=False, n_starts=2)
+    r = design_schedule(spec, D, 10.0, "piecewise", n_stages=1, **kw)
+    runs = r.optimizer["starts"]
+    assert len(runs) == 2
+    # distinct starts; the second search starts no better than the first
+    assert max(abs(a - b) for a, b in zip(runs[0]["x0"], runs[1]["x0"])) > 0.0
+    assert runs[0]["p0"] <= runs[1]["p0"]
+    assert sum(x["evaluations"] for x in runs) == r.evaluations["optimizer"]
+    search = r.evaluations["grid"] + r.evaluations["initial"] + r.evaluations["optimizer"]
+    assert search <= 9
+    # the result is the best point any search saw
+    assert r.p <= min(x["p0"] for x in runs)
+    again = design_schedule(spec, D, 10.0, "piecewise", n_stages=1, **kw)
+    assert again.schedule == r.schedule and again.p == r.p
+
+
+def test_geometric_path_base_variance_is_searched():
+    """sigma0^2 of the geometric path's base as one more parameter (problem sigma0^2 = 2,
+    searched in [0.5, 4]; a narrower base lowers P steeply at A = 9): the designed problem
+    carries it, its P is that of the returned spec and below the grid cell's at sigma0^2 = 2,
+    and no sigma0^2 of an independent scan at interior values with the designed schedule does
+    better (up to the final error bounds and the search's resolution)."""
+    from derivations.spec import AnnealingPath
+    spec = symmetric_bimodal(A).replace(path=AnnealingPath("geometric", 2.0))
+    r = design_schedule(spec, D, 10.0, "exponential", max_evaluations=6,
+                        grid_T0=(20.0,), grid_fractions=(1.0,), n_refine=1,
+                        search_options=SEARCH, final_options=FINAL,
+                        base_variance=(0.5, 4.0))
+    bv = r.spec.path.base_variance
+    assert r.spec.path.kind == "geometric" and 0.5 <= bv <= 4.0
+    assert len(r.parameters) == 3 and r.parameters[-1] == pytest.approx(math.log10(bv))
+    again = collapse_probability(ProblemSpec.from_json(r.spec.to_json()), D, "separatrix",
+                                 **FINAL)
+    assert abs(again.p - r.p) <= 1e-12
+    assert r.p < r.grid["best"]["p"]
+    scan = [collapse_probability(r.spec.replace(path=AnnealingPath("geometric", v)), D,
+                                 "separatrix", **FINAL) for v in (0.7, 1.4)]
+    p_scan, e_scan = min((c.p, c.details["error_bound"]) for c in scan)
+    assert r.p <= p_scan + e_scan + r.error_bound + 2 * r.search_uncertainty
+    with pytest.raises(ValueError, match="^base_variance:"):
+        design_schedule(symmetric_bimodal(A), D, 10.0, base_variance=(0.1, 10.0))
+    with pytest.raises(ValueError, match="^base_variance:"):
+        design_schedule(spec, D, 10.0, base_variance=(1.0, 0.5))

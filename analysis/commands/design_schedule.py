@@ -34,6 +34,16 @@ from ._common import (
 )
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be LO,HI, got {text!r}") from None
+    if not (0 < lo < hi < float("inf")):
+        raise argparse.ArgumentTypeError(f"need 0 < LO < HI < inf, got {text!r}")
+    return lo, hi
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from analysis.design import FAMILIES, METHODS, OPTIMIZERS
     p = sub.add_parser(
@@ -73,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ode: fresh draws of the final re-evaluation (default 20000)")
     g.add_argument("--n-refine", type=positive_int, default=3,
                    help="separatrix: best candidates re-evaluated at full accuracy (default 3)")
+    g.add_argument("--n-starts", type=positive_int, default=None,
+                   help="local searches from distinct best points (default 1 for exponential "
+                        "and linear, 2 for piecewise and free)")
+    g.add_argument("--base-variance", type=_range, default=None, metavar="LO,HI",
+                   help="geometric path: also search sigma0^2 of the base in [LO, HI] "
+                        "(log scale)")
     g.add_argument("--seed", type=nonneg_int, default=0, help="root seed (default 0)")
     add_json_arguments(p)
     p.add_argument("--spec-out", default=None, metavar="FILE.json",
@@ -95,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n_knots < 2:
         raise CommandError(f"--n-knots: must be >= 2, got {args.n_knots}")
     spec = spec_from_args(args)
+    if args.base_variance is not None and spec.path.kind != "geometric":
+        raise CommandError("--base-variance: needs the geometric path (--path geometric)")
     out = output_file("--out", args.out)
     spec_out = output_file("--spec-out", args.spec_out)
     if args.method == "separatrix":
@@ -108,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                           optimizer=args.optimizer, n_stages=args.n_stages,
                           n_knots=args.n_knots, search_draws=args.search_draws,
                           final_draws=args.final_draws, seed=args.seed,
-                          n_refine=args.n_refine)
+                          n_refine=args.n_refine, n_starts=args.n_starts,
+                          base_variance=args.base_variance)
     if spec_out is not None:
         from derivations.atomic import atomic_write
         atomic_write(spec_out, res.spec.to_json() + "\n")
