@@ -331,6 +331,32 @@ def test_continuation_and_executor_give_the_same_numbers(compile_model):
     assert np.array_equal(serial.outcomes, pooled.outcomes) and serial.p == pooled.p
 
 
+def test_same_seed_same_result_for_any_thread_count(compile_model):
+    """The gd estimator on 1 and 2 Numba threads (prange over members): identical outcomes
+    and final states, bit for bit."""
+    import numba
+
+    from analysis.collapse import collapse_probability
+    from derivations.spec import ConstantSchedule
+    spec = symmetric_bimodal(9.0, ConstantSchedule(1.0))
+    Y0 = np.random.default_rng(6).normal(size=(16, 7)) * 0.3
+    Y0[:, 0] = Y0[:, 2] = 1.0
+    Y0[:, 1] = 0.1
+    Y0[:, 4], Y0[:, 6] = -Y0[:, 3], -Y0[:, 5]
+    from solvers.gd import solve_gd
+    model = compile_model(spec.structure)
+    old = numba.get_num_threads()
+    out = []
+    try:
+        for th in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(th)
+            r = collapse_probability(spec, 30, "gd", draws=60, seed=8, eta=0.1)
+            out.append((r.outcomes, solve_gd(spec, model, Y0, 0.1, n_steps=50).y_final))
+    finally:
+        numba.set_num_threads(old)
+    assert np.array_equal(out[0][0], out[1][0]) and np.array_equal(out[0][1], out[1][1])
+
+
 # ------------------------------------------------------------------------------------------
 # 4. bad input
 # ------------------------------------------------------------------------------------------

@@ -149,12 +149,17 @@ def test_law_comparison_rejects_a_wrong_chain(simulated):
     assert min(p.values()) < PER_TEST_LEVEL, p
 
 
-@pytest.mark.parametrize("estimator,train", [("stl", False), ("reparam", True)])
-def test_collapse_fraction_matches_montecarlo(estimator, train):
-    spec = symmetric_bimodal(9.0, train_weights=train)
+@pytest.mark.parametrize("estimator,train,annealed,d,mc_draws", [
+    ("stl", False, False, 100, 1000), ("reparam", True, False, 100, 1000),
+    ("stl", False, True, 1000, 400)])
+def test_collapse_fraction_matches_montecarlo(estimator, train, annealed, d, mc_draws):
+    """Constant beta = 1 at d = 100 (both estimators) and a linear schedule from T0 = 4 over
+    tau = 10 at d = 1000 (the R^d simulator's cost there limits it to 400 runs)."""
+    spec = symmetric_bimodal(9.0, LinearSchedule(4.0, 10.0) if annealed else None,
+                             train_weights=train)
     kw = dict(eta=0.05, n=4, estimator=estimator, t_end=20.0)
-    mc = collapse_probability(spec, 100, "montecarlo", draws=1000, seed=3, **kw)
-    sg = collapse_probability(spec, 100, "sgd", draws=3000, seed=4, **kw)
+    mc = collapse_probability(spec, d, "montecarlo", draws=mc_draws, seed=3, **kw)
+    sg = collapse_probability(spec, d, "sgd", draws=3000 if d == 100 else 2000, seed=4, **kw)
     cmp = compare_proportions(sg.k, sg.n, mc.k, mc.n)
     assert 0.03 < mc.p < 0.97, mc.p           # the test has power only away from 0 and 1
     assert cmp.p_value > FAMILY_LEVEL, (sg.p, mc.p, cmp)
