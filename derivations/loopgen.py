@@ -1,0 +1,346 @@
+r"""Numba source of the loop-form engine (:mod:`derivations.loops`) and its module cache.
+
+One generated module per structure defines, with the signatures of :mod:`solvers.signatures`,
+
+* ``rhs(y, beta, theta, out)``: dQ/dt, dR/dt, dalpha/dt (gradient-flow time);
+* ``objective(y, beta, theta)``: ``F = sum_k w_k f_k`` without its state-independent
+  constant (the same normalisation as the expanded engine's ``objective``);
+* ``gradient(y, beta, theta, G, H, dF_dalpha)``: the chain-rule matrices;
+
+and ``jac`` is not generated (``None``: the loop engine serves plain integration, i.e. the
+``ode`` estimator; Newton, continuation and the tangent propagator still need the expanded
+engine).  The body of every function is: unpack y and theta into arrays (``Q`` (M, M),
+``R`` (M, K), ``T`` (K, K), ``pi``, ``w``), the Gaussian expectations (two calls of
+:func:`solvers.softmax.gauss_softmax_rows`), then ``# --- G``, ``# --- H``, ``# --- f``
+(each term's expression printed once inside loops over k, l / k, a / k), then the
+reduction, each ``sympy.Sum`` printed as an inner loop with an accumulator.
+
+Cache: ``$MFVI_CACHE_DIR/generated/mfvi_loops_<structure>_<hash>.py``, the hash covering the
+structure, the state and parameter layout, and the sources of this generator, the loop model,
+the terms and the kernels (Numba's cache does not see changes in called modules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import sympy as sp
+
+from .atomic import atomic_write
+from .codegen import NumbaPrinter, cache_dir
+from .loops import LoopModel, derive_loops
+from .spec import ModelStructure
+
+__all__ = ["LOOPGEN_VERSION", "CompiledLoopModel", "compile_loop_model", "generate_loop_source"]
+
+LOOPGEN_VERSION = "1"
+
+
+class _LoopPrinter(NumbaPrinter):
+    """NumbaPrinter plus ``KroneckerDelta`` (a branch) and integer index arithmetic."""
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        i, j = (self._print(x) for x in expr.args)
+        return f"(1.0 if {i} == {j} else 0.0)"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        return f"{self._print(expr.base.label)}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+
+def _assign(target: str, expr: sp.Expr, printer: _LoopPrinter, indent: str) -> list[str]:
+    """``target = expr`` with every Sum written as a loop accumulating into ``acc<i>``."""
+    expr = sp.sympify(expr)
+    sums = sorted(expr.atoms(sp.Sum), key=sp.default_sort_key)
+    lines: list[str] = []
+    repl = {}
+    for i, s in enumerate(sums):
+        (var, lo, hi), = s.limits
+        acc = sp.Symbol(f"acc{i}", real=True)
+        lines += [f"{indent}{acc} = 0.0",
+                  f"{indent}for {printer._print(var)} in range({int(lo)}, {int(hi) + 1}):",
+                  f"{indent}    {acc} += {printer.doprint(s.function)}"]
+        repl[s] = acc
+    lines.append(f"{indent}{target} = {printer.doprint(expr.xreplace(repl))}")
+    return lines
+
+
+_KINDS = ("rhs", "objective", "gradient")
+_SIG = {"rhs": "RHS_SIG", "objective": "OBJ_SIG", "gradient": "GRAD_SIG"}
+
+_PROLOGUE = """    Q = np.empty((M, M))
+    R = np.empty((M, K))
+    T = np.empty((K, K))
+    pi = np.empty(K)
+    w = np.empty(M)
+    f = np.empty(M)
+    U = np.empty((M, M))
+    Cq = np.empty((M, M))
+    V = np.empty((M, K))
+    Cp = np.empty((K, K))
+    Erho = np.empty((M, M))
+    Lq = np.empty(M)
+    Er = np.empty((M, K))
+    Lp = np.empty(M)
+    Delta, s, sigma0_sq = _unpack(y, theta, Q, R, T, pi, w)
+    _logits(Q, R, T, pi, w, Delta, s, U, Cq, V, Cp)
+    # --- Gaussian expectations: Erho[k, j] = E_k rho_j, Lq[k] = E_k LSE(u) (covariance Q / s);
+    # Er[k, a] = E_k r_a, Lp[k] = E_k LSE(v) (covariance s T / Delta^2)
+    gauss_softmax_rows(U, Cq, Erho, Lq)
+    gauss_softmax_rows(V, Cp, Er, Lp)
+    gamma = {GAMMA}
+    _chain(beta, gamma, Q, R, T, w, Delta, s, sigma0_sq, Erho, Er, Lq, Lp, G, H, f)
+"""
+
+
+def generate_loop_source(model: LoopModel, kind: str = "rhs") -> str:
+    """Source of the generated module of ``model`` defining the function ``kind`` ("rhs",
+    "objective" or "gradient"; layout: the module docstring)."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind: must be one of {list(_KINDS)}, got {kind!r}")
+    st = model.structure
+    K, M = st.K, st.M
+    c = model.ctx
+    pr = _LoopPrinter()
+    k, l, a = (pr._print(x) for x in (c.k, c.l, c.a))
+    geo = st.path == "geometric"
+    tw = st.train_weights
+    n_T = K * (K + 1) // 2
+    # theta layout (derivations.spec.parameter_names): T upper, pi, Delta, s, [sigma0_sq], [w]
+    i_delta = n_T + K
+    i_s0 = i_delta + 2
+    i_w = i_s0 + (1 if geo else 0)
+    chain = ["@njit(cache=True)",
+             "def _chain(beta, gamma, Q, R, T, w, Delta, s, sigma0_sq, Erho, Er, Lq, Lp, G, H, f):",
+             "    # --- G_kl = " + ", ".join(f"{t.name}" for t in model.terms),
+             f"    for {k} in range(M):",
+             f"        for {l} in range(M):"]
+    chain += _assign(f"G[{k}, {l}]", model.G, pr, "            ")
+    chain += ["    # --- H_ka", f"    for {k} in range(M):", f"        for {a} in range(K):"]
+    chain += _assign(f"H[{k}, {a}]", model.H, pr, "            ")
+    chain += ["    # --- f_k (F = sum_k w_k f_k + const)", f"    for {k} in range(M):"]
+    chain += _assign(f"f[{k}]", model.f, pr, "        ")
+    red = ["@njit(cache=True)",
+           "def _reduce(Q, R, T, w, G, H, f, out):",
+           "    # --- dQ/dt (upper triangle, row-major)",
+           "    p = 0",
+           f"    for {k} in range(M):",
+           f"        for {l} in range({k}, M):"]
+    red += _assign("out[p]", model.dQ, pr, "            ")
+    red += ["            p += 1", "    # --- dR/dt (row-major)",
+            f"    for {k} in range(M):", f"        for {a} in range(K):"]
+    red += _assign("out[p]", model.dR, pr, "            ")
+    red += ["            p += 1"]
+    if tw:
+        red += ["    # --- dalpha/dt = -dF/dalpha", f"    for {k} in range(M):"]
+        red += _assign("out[p]", model.dalpha, pr, "        ")
+        red += ["        p += 1"]
+    dalpha_grad = []
+    if tw:
+        dalpha_grad = ["    # --- dF/dalpha_k = w_k (f_k - sum_j w_j f_j)",
+                       "    fm = 0.0", "    for j in range(M):", "        fm += w[j] * f[j]",
+                       "    for k in range(M):", "        dF_dalpha[k] = w[k] * (f[k] - fm)"]
+    terms = ", ".join(t.name for t in model.terms)
+    pro = _PROLOGUE.replace("{GAMMA}", "1.0 - beta" if geo else "0.0")
+    ENTRY = {
+        "rhs": "@njit(RHS_SIG, cache=True)\ndef rhs(y, beta, theta, out):\n"
+               "    G = np.empty((M, M))\n    H = np.empty((M, K))\n" + pro
+               + "    _reduce(Q, R, T, w, G, H, f, out)\n",
+        "objective": "@njit(OBJ_SIG, cache=True)\ndef objective(y, beta, theta):\n"
+                     "    G = np.empty((M, M))\n    H = np.empty((M, K))\n" + pro
+                     + "    F = 0.0\n    for k in range(M):\n        F += w[k] * f[k]\n"
+                       "    return F\n",
+        "gradient": "@njit(GRAD_SIG, cache=True)\ndef gradient(y, beta, theta, G, H, dF_dalpha):\n"
+                    + pro + "\n".join(dalpha_grad) + "\n",
+    }
+    src = f'''"""Generated by derivations.loopgen (version {LOOPGEN_VERSION}) -- do not edit.
+
+Loop-form engine (route 2), function {kind}, structure K={K}, M={M}, train_weights={tw}, path={st.path}.
+Terms: {terms}.  State: {", ".join(st.state_names)}.
+Parameters (theta): {", ".join(st.parameter_names)}.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from solvers.signatures import {_SIG[kind]}
+from solvers.softmax import gauss_softmax_rows
+
+K = {K}
+M = {M}
+STATE_NAMES = {tuple(st.state_names)!r}
+PARAMETER_NAMES = {tuple(st.parameter_names)!r}
+
+
+@njit(cache=True)
+def _unpack(y, theta, Q, R, T, pi, w):
+    """Statistics and parameters into arrays; returns (Delta, s, sigma0_sq)."""
+    p = 0
+    for k in range(M):
+        for l in range(k, M):
+            Q[k, l] = y[p]
+            Q[l, k] = y[p]
+            p += 1
+    for k in range(M):
+        for a in range(K):
+            R[k, a] = y[p]
+            p += 1
+    q = 0
+    for a in range(K):
+        for b in range(a, K):
+            T[a, b] = theta[q]
+            T[b, a] = theta[q]
+            q += 1
+    for a in range(K):
+        pi[a] = theta[q]
+        q += 1
+    Delta = theta[{i_delta}]
+    s = theta[{i_delta + 1}]
+    sigma0_sq = {f"theta[{i_s0}]" if geo else "1.0"}
+    if {tw}:
+        m = -1e300
+        for k in range(M):
+            m = max(m, y[p + k])
+        z = 0.0
+        for k in range(M):
+            w[k] = math.exp(y[p + k] - m)
+            z += w[k]
+        for k in range(M):
+            w[k] /= z
+    else:
+        for k in range(M):
+            w[k] = theta[{i_w} + k]
+    return Delta, s, sigma0_sq
+
+
+@njit(cache=True)
+def _logits(Q, R, T, pi, w, Delta, s, U, Cq, V, Cp):
+    """Means and covariances of the variational logits u (rows k: U[k], common Q / s) and of
+    the target logits v (rows k: V[k], common s T / Delta^2)."""
+    for k in range(M):
+        for j in range(M):
+            U[k, j] = math.log(w[j]) + (Q[k, j] - 0.5 * Q[j, j]) / s
+            Cq[k, j] = Q[k, j] / s
+    for k in range(M):
+        for a in range(K):
+            V[k, a] = math.log(pi[a]) + (R[k, a] - 0.5 * T[a, a]) / Delta
+    for a in range(K):
+        for b in range(K):
+            Cp[a, b] = s * T[a, b] / (Delta * Delta)
+
+
+{chr(10).join(chain)}
+
+
+{chr(10).join(red)}
+
+
+{ENTRY[kind]}
+'''
+    return src
+
+
+def _digest() -> str:
+    h = hashlib.sha256()
+    mods = ["derivations.loopgen", "derivations.loops", "derivations.terms", "solvers.softmax",
+            "solvers.quadrature", "solvers.signatures", "derivations.codegen"]
+    from .terms import load_terms
+    load_terms()
+    mods += sorted(m for m in sys.modules if m.startswith("derivations.terms."))
+    for mod in mods:
+        spec = importlib.util.find_spec(mod)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot locate {mod}: is the package installed?")
+        h.update(Path(spec.origin).read_bytes())
+    h.update(sp.__version__.encode())
+    return h.hexdigest()
+
+
+def loop_module_key(structure: ModelStructure, kind: str = "rhs") -> str:
+    text = "|".join([structure.key(), kind, LOOPGEN_VERSION, ",".join(structure.state_names),
+                     ",".join(structure.parameter_names), _digest()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CompiledLoopModel:
+    """The loop-form engine of one structure (:class:`solvers.model.CompiledModelProtocol`;
+    ``jac`` is None).  ``timings``: seconds spent deriving + generating (0 when cached) and
+    importing + compiling."""
+
+    structure: ModelStructure
+    timings: dict = field(default_factory=dict, compare=False, repr=False)
+    engine = "loops"
+    jac = None
+
+    @property
+    def state_names(self) -> list[str]:
+        return self.structure.state_names
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return self.structure.parameter_names
+
+    @property
+    def n_state(self) -> int:
+        return self.structure.n_state
+
+    def module_path(self, kind: str = "rhs") -> Path:
+        key = loop_module_key(self.structure, kind)
+        return cache_dir() / f"mfvi_loops_{self.structure.key()}_{kind}_{key}.py"
+
+    def _function(self, kind: str) -> Callable:
+        path = self.module_path(kind)
+        t0 = time.perf_counter()
+        generated = not path.exists()
+        if generated:
+            atomic_write(path, generate_loop_source(derive_loops(self.structure), kind))
+        t1 = time.perf_counter()
+        name = path.stem
+        if name in sys.modules:
+            mod = sys.modules[name]
+        else:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec is not None and spec.loader is not None
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod
+            try:
+                spec.loader.exec_module(mod)
+            except BaseException:
+                del sys.modules[name]
+                raise
+        t2 = time.perf_counter()
+        self.timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
+                              "generated": generated}
+        return getattr(mod, kind)
+
+    @cached_property
+    def rhs(self) -> Callable:
+        return self._function("rhs")
+
+    @cached_property
+    def objective(self) -> Callable:
+        return self._function("objective")
+
+    @cached_property
+    def gradient(self) -> Callable:
+        return self._function("gradient")
+
+
+_MODELS: dict[ModelStructure, CompiledLoopModel] = {}
+
+
+def compile_loop_model(structure: ModelStructure) -> CompiledLoopModel:
+    """The (process-wide shared) loop-form engine of a structure; loads on first access."""
+    if not isinstance(structure, ModelStructure):
+        raise ValueError("structure: must be a ModelStructure (e.g. spec.structure)")
+    if structure not in _MODELS:
+        _MODELS[structure] = CompiledLoopModel(structure)
+    return _MODELS[structure]
