@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-PRESETS = ("symmetric-bimodal",)
+PRESETS = ("symmetric-bimodal", "orthogonal", "simplex")
 
 #: Figure formats ``--plot`` accepts (matplotlib's raster and vector writers).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".ps", ".jpg", ".jpeg")
@@ -79,7 +79,13 @@ def add_problem_arguments(p: argparse.ArgumentParser, schedule_default: str = "c
                    help="problem specification in the ProblemSpec.to_json format (write one "
                         "with `mfvi spec`); the options below override its fields")
     g.add_argument("--preset", choices=PRESETS, default=None,
-                   help="problem preset (default symmetric-bimodal unless --spec)")
+                   help="problem preset (default symmetric-bimodal unless --spec); "
+                        "orthogonal: K orthogonal modes T = A I; simplex: K equiangular "
+                        "centred modes; both with --K modes and --M components")
+    g.add_argument("--K", type=positive_int, default=None,
+                   help="number of target modes of the orthogonal / simplex presets (default 2)")
+    g.add_argument("--M", type=positive_int, default=None,
+                   help="number of components of the orthogonal / simplex presets (default K)")
     g.add_argument("--A", type=positive_float, default=None,
                    help="|mu_1|^2: the preset's, or the target Gram matrix of --spec rescaled "
                         "so that T_11 = A (default 9)")
@@ -160,6 +166,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     )
     if args.spec is not None and args.preset is not None:
         raise CommandError("--preset: give --spec or --preset, not both")
+    if args.spec is not None and (args.K is not None or args.M is not None):
+        raise CommandError("--K/--M: only with --preset orthogonal or simplex")
     if args.spec is not None:
         try:
             text = Path(args.spec).read_text()
@@ -170,7 +178,21 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise CommandError(f"--spec: {args.spec}: {exc}") from None
     else:
-        spec = symmetric_bimodal(9.0 if args.A is None else args.A)
+        preset = args.preset or "symmetric-bimodal"
+        A = 9.0 if args.A is None else args.A
+        if preset == "symmetric-bimodal":
+            if args.K not in (None, 2) or args.M not in (None, 2):
+                raise CommandError("--K/--M: the symmetric-bimodal preset has K = M = 2 (use "
+                                   "--preset orthogonal or simplex)")
+            spec = symmetric_bimodal(A)
+        else:
+            from derivations.spec import PRESETS as SPEC_PRESETS
+            K = 2 if args.K is None else args.K
+            M = K if args.M is None else args.M
+            try:
+                spec = SPEC_PRESETS[preset](K, M, A)
+            except ValueError as exc:
+                raise CommandError(f"--preset {preset}: {exc}") from None
         if args.schedule is None:
             args.schedule = args._schedule_default
     if args.schedule is not None:

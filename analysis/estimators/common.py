@@ -9,10 +9,20 @@ __all__ = ["compiled_model", "stationary_event", "default_ode_t_end", "is_antipo
            "chunked_initial_states", "run_chunks", "merge_chunks"]
 
 
+#: Largest K and M served by the expanded engine (derivations.codegen); beyond, the loop-form
+#: engine (derivations.loopgen: route 2, no Jacobian), whose derivation scales.
+EXPANDED_MAX = 3
+
+
 def compiled_model(spec: ProblemSpec):
-    """The generated, compiled model of ``spec.structure`` (cached on disk)."""
+    """The generated, compiled model of ``spec.structure`` (cached on disk): the expanded
+    engine for K, M <= :data:`EXPANDED_MAX`, the loop-form engine above."""
+    st = spec.structure
+    if max(st.K, st.M) > EXPANDED_MAX:
+        from derivations.loopgen import compile_loop_model
+        return compile_loop_model(st)
     from derivations.codegen import compile_model
-    return compile_model(spec.structure)
+    return compile_model(st)
 
 
 def stationary_event(spec: ProblemSpec, tol: float = 1e-7):
