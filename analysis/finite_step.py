@@ -607,12 +607,15 @@ class FiniteStepGrid:
     corrected: np.ndarray
     shared_table: bool
     points: tuple[tuple[FiniteStepPrediction, ...], ...] = field(repr=False, default=())
+    table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(repr=False, default=None)
 
 
 def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
                            estimator: str = "stl", *, u_nl: float = 1.0, dt: float = 0.02,
                            n_eps_per_decade: int = 8, tol: float = 1e-4,
-                           rel_tol: float = 1e-3, inflation: bool = True) -> FiniteStepGrid:
+                           rel_tol: float = 1e-3, inflation: bool = True,
+                           table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                           ) -> FiniteStepGrid:
     """:func:`effective_overlap_prediction` on the grid ``etas`` x ``ds``, sharing the work.
 
     Where the flow carries no inflation source at any grid point (stl at ``beta Delta = s``
@@ -622,7 +625,9 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
     eta = 1, scaled) and one table of critical angles covering every point's amplitudes serve
     the whole grid (identical numbers to the point-wise calls up to the interpolation of
     theta_c).  Otherwise each point is computed on its own (the corrected flow depends on
-    q = eta (d - D) / n).
+    q = eta (d - D) / n).  ``table``: the shared ``(eps, theta_c, monotone)`` of an earlier
+    grid of the same spec (``FiniteStepGrid.table``), used when it covers every point's
+    amplitudes, else a new one is computed.
     """
     spec = require_spec(spec)
     ds_t = tuple(int(d) for d in np.atleast_1d(ds))
@@ -658,10 +663,11 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
                 ea = math.sqrt(eps0 ** 2 + float(acc["V_a"][i]))
                 lo = min(lo, 0.02 * min(es, ea, eps0))
                 hi = max(hi, min(9.0 * max(es, ea), eps_max))
-        n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
-        grid = np.geomspace(lo, hi, n_eps)
-        theta_c, monotone = _Flow(spec, None).critical_angles(grid, tol, rel_tol)
-        table = (grid, theta_c, monotone)
+        if table is None or table[0][0] > lo * (1 + 1e-12) or table[0][-1] < hi * (1 - 1e-12):
+            n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
+            grid = np.geomspace(lo, hi, n_eps)
+            theta_c, monotone = _Flow(spec, None).critical_angles(grid, tol, rel_tol)
+            table = (grid, theta_c, monotone)
         pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, path=paths[e],
                                                        table=table, **kw)
                           for d in ds_t) for e in etas_t)
@@ -670,7 +676,7 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
         p=np.array([[r.p for r in row] for row in pts]),
         p_flow=np.array([[r.p_flow for r in row] for row in pts]),
         eps_eff=np.array([[list(r.eps_eff) for r in row] for row in pts]),
-        corrected=corrected, shared_table=shared, points=pts)
+        corrected=corrected, shared_table=shared, points=pts, table=table if shared else None)
 
 
 def corrected_flow(spec: ProblemSpec, Y0: Any, t_end: float, eta: float, *,

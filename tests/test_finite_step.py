@@ -233,3 +233,23 @@ def test_inflated_flow_against_engine_mean_off_the_symmetric_state():
         assert abs(m - bare) > tol, (name, m, bare)      # the correction is resolved
     with pytest.raises(ValueError, match="t_eval"):
         inflated_flow(sp, d, eta, n, "stl", Q0, R0, [1.0, 0.5])
+
+
+def test_grid_shares_one_table_and_matches_the_pointwise_prediction(spec, pred_1000):
+    """stl at beta = 1 (no inflation source): one path and one theta_c table serve the grid;
+    its value at (d = 1000, eta = 0.02) equals the point-wise prediction (``pred_1000``, tol
+    1e-4) up to the grid's bisection tolerance (tol = 1e-3 in the angle moves P by at most
+    2 tol / pi < 1e-3) and interpolation on another grid.  A table that does not cover a
+    point's amplitudes is refused."""
+    from analysis.finite_step import effective_overlap_grid
+    kw = dict(n_eps_per_decade=4, tol=1e-3, dt=0.05)
+    g = effective_overlap_grid(spec, [1000, 10 ** 5], [0.02, 0.05], 8, "stl", **kw)
+    assert g.shared_table and not g.corrected.any() and g.p.shape == (2, 2)
+    assert abs(g.p[0, 0] - pred_1000.p) < 2e-3, (g.p, pred_1000.p)
+    assert g.eps_eff[0, 0] == pytest.approx(pred_1000.eps_eff, rel=1e-9)   # V scales with eta
+    assert np.all(g.p > g.p_flow) and np.all(g.p[1] > g.p[0])
+    again = effective_overlap_prediction(spec, 10 ** 5, 0.05, 8, "stl", table=g.table, **kw)
+    assert again.p == pytest.approx(g.p[1, 1], abs=1e-12)            # the same table reused
+    short = (g.table[0][:3], g.table[1][:3], g.table[2][:3])
+    with pytest.raises(ValueError, match="^table:"):
+        effective_overlap_prediction(spec, 10 ** 5, 0.05, 8, "stl", table=short, **kw)
