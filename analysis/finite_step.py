@@ -285,13 +285,25 @@ def _corrected_rhs(model: Any, n_theta: int) -> Any:
 
 
 class _Flow:
-    """The flow of ``spec`` (``source`` None) or the inflation-corrected flow."""
+    """The flow of ``spec`` (``source`` None), the inflation-corrected flow, or (``modified =
+    (eta, q, estimator)``) the O(eta) corrected ODE of :func:`corrected_flow`, whose schedule
+    runs half a step early."""
 
-    def __init__(self, spec: ProblemSpec, source: tuple[float, float, float] | None):
+    def __init__(self, spec: ProblemSpec, source: tuple[float, float, float] | None,
+                 modified: tuple[float, float, str] | None = None):
         from .estimators.common import compiled_model
         self.spec = spec
         self.model = compiled_model(spec)
         th = np.asarray(spec.theta(), dtype=float)
+        self.base_theta = th
+        self.shift, self.modified = 0.0, modified is not None
+        if modified is not None:
+            from derivations.finite_step import compile_corrected_rhs
+            eta, q, est = modified
+            self.rhs = compile_corrected_rhs(spec.structure, est)
+            self.theta = np.concatenate([th, [float(eta), float(q)]])
+            self.corrected, self.shift = True, 0.5 * float(eta)
+            return
         if source is not None:        # identically zero along the schedule: the flow itself
             from .mc_config import default_t_end
             tt = np.linspace(0.0, float(default_t_end(spec)), 2001)
@@ -304,13 +316,13 @@ class _Flow:
         else:
             self.rhs = _corrected_rhs(self.model, th.size)
             self.theta, self.corrected = np.concatenate([th, source]), True
-        self.base_theta = th
 
     def run(self, Y0: np.ndarray, t_end: float, t_eval: Any = None, event: Any = None):
         from solvers.ensemble import run_ensemble
         from solvers.layout import unpack_state
-        r = run_ensemble(self.rhs, Y0, (0.0, float(t_end)), self.theta,
-                         schedule=self.spec.schedule, t_eval=t_eval, rtol=1e-9, atol=1e-12,
+        te = None if t_eval is None else np.asarray(t_eval, dtype=float) - self.shift
+        r = run_ensemble(self.rhs, Y0, (-self.shift, float(t_end) - self.shift), self.theta,
+                         schedule=self.spec.schedule, t_eval=te, rtol=1e-9, atol=1e-12,
                          event=event, progress=False)
         n = len(self.model.state_names)
         Qf, Rf, _ = unpack_state(self.model, r.Z_final[:, :n])
@@ -345,9 +357,20 @@ class _Flow:
         beta = np.asarray(np.broadcast_to(self.spec.schedule.beta(t), t.shape), dtype=float)
         vs, va = self.directions()
         rs, ra = np.empty(n_t), np.empty(n_t)
-        for i in range(n_t):      # the source does not depend on the state: J is the flow's
-            J = evaluate_jacobian(self.model.jac, y[i], float(beta[i]), self.base_theta)
-            rs[i], ra[i] = vs @ J @ vs, va @ J @ va
+        if self.modified:         # no generated Jacobian: central differences along e_s, e_a
+            h = 1e-6
+            fp, fm = np.empty(n), np.empty(n)
+            bshift = np.asarray(np.broadcast_to(self.spec.schedule.beta(np.maximum(t - self.shift, 0.0)),
+                                                t.shape), dtype=float)
+            for i in range(n_t):
+                for v, out in ((vs, rs), (va, ra)):
+                    self.rhs(y[i] + h * v, float(bshift[i]), self.theta, fp)
+                    self.rhs(y[i] - h * v, float(bshift[i]), self.theta, fm)
+                    out[i] = v @ (fp - fm) / (2 * h)
+        else:
+            for i in range(n_t):  # the source does not depend on R: J is the flow's
+                J = evaluate_jacobian(self.model.jac, y[i], float(beta[i]), self.base_theta)
+                rs[i], ra[i] = vs @ J @ vs, va @ J @ va
         return (t, cumulative_simpson(rs, x=t, initial=0.0),
                 cumulative_simpson(ra, x=t, initial=0.0), Q)
 
@@ -401,12 +424,14 @@ def inflated_flow(spec: ProblemSpec, d: int, eta: float, n: int, estimator: str,
 
 def accumulated_noise(spec: ProblemSpec, eta: float, n: int, estimator: str = "stl", *,
                       d: int | None = None, t_max: float | None = None,
-                      dt: float = 0.02) -> dict:
+                      dt: float = 0.02, modified: bool = False) -> dict:
     """``V_x(t) = eta int_0^t sigma_x^2 g_x^-2 dt'`` (x = s, a) along the symmetric trajectory
     on [0, t_max] (default: the SGD estimator's default end time), with the rates and the
     noise.  ``d`` given: along the trajectory of the inflation-corrected flow in dimension d
     (:func:`inflation_source`), else the flow's.  Returns a dict of arrays ``t, ln_gs, ln_ga,
-    sigma_s2, sigma_a2, V_s, V_a, Q, beta`` and ``corrected`` (bool).
+    sigma_s2, sigma_a2, V_s, V_a, Q, beta``, ``corrected`` (bool) and ``modified`` (bool).
+    ``modified``: along the O(eta) corrected ODE of :func:`corrected_flow` (with the
+    out-of-span source if d is given), its rates from central differences.
 
     ``V_x(t) g_x(t)^2`` is the variance of the SGD overlap u_x(t) started from u = 0 (the linear
     phase), which tests compare with the reduced engine."""
@@ -418,7 +443,10 @@ def accumulated_noise(spec: ProblemSpec, eta: float, n: int, estimator: str = "s
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator: must be one of {_ESTIMATORS}, got {estimator!r}")
     source = None if d is None else inflation_source(spec, d, eta, n, estimator)
-    flow = _Flow(spec, source)
+    if modified:
+        flow = _Flow(spec, None, (float(eta), 0.0 if source is None else source[0], estimator))
+    else:
+        flow = _Flow(spec, source)
     t, ls, la, Q = flow.symmetric_path(t_max, dt)
     beta = np.asarray(np.broadcast_to(spec.schedule.beta(t), t.shape), dtype=float)
     if estimator == "stl":      # Q-independent: one evaluation per distinct beta
@@ -437,7 +465,8 @@ def accumulated_noise(spec: ProblemSpec, eta: float, n: int, estimator: str = "s
     Vs = float(eta) * cumulative_trapezoid(ss * np.exp(-2.0 * ls), t, initial=0.0)
     Va = float(eta) * cumulative_trapezoid(sa * np.exp(-2.0 * la), t, initial=0.0)
     return {"t": t, "ln_gs": ls, "ln_ga": la, "sigma_s2": ss, "sigma_a2": sa,
-            "V_s": Vs, "V_a": Va, "Q": Q, "beta": beta, "corrected": flow.corrected}
+            "V_s": Vs, "V_a": Va, "Q": Q, "beta": beta, "corrected": flow.corrected,
+            "modified": flow.modified}
 
 
 def anisotropic_rayleigh(eps_s: float, eps_a: float, log_eps: np.ndarray,
@@ -505,8 +534,8 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
                                  tol: float = 1e-4, rel_tol: float = 1e-3,
                                  inflation: bool = True,
                                  path: dict | None = None,
-                                 table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                                 ) -> FiniteStepPrediction:
+                                 table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                                 modified: bool = False) -> FiniteStepPrediction:
     """SGD collapse probability from the separatrix with the effective initial overlap.
 
     Module docstring: ``eps_x^2 = eps0^2 + V_x(t_cut)``, t_cut the first time
@@ -518,6 +547,9 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     n, estimator) and, with inflation, the same d.  ``table``: a precomputed
     ``(eps (G,), theta_c (G,), monotone (G,))`` of the same flow (:func:`effective_overlap_grid`
     shares one between points) whose amplitudes cover the range this point needs.
+    ``modified``: trajectory, rates and basin boundary of the O(eta) corrected ODE
+    (:func:`corrected_flow`: the GD map's own O(eta) departure from the flow, plus the
+    out-of-span source if ``inflation``) instead of the flow's.
     """
     from .mc_config import noise_inflation, stable_step
     spec = _check_inputs(spec, d, eta, n, estimator)
@@ -528,11 +560,15 @@ def effective_overlap_prediction(spec: ProblemSpec, d: int, eta: float, n: int,
     sig = float(spec.init.sigma_init)
     eps0 = sig * math.sqrt(A / d)
     source = inflation_source(spec, d, eta, n, estimator) if inflation else None
-    flow = _Flow(spec, source)
+    if modified:
+        flow = _Flow(spec, None, (eta, 0.0 if source is None else source[0], estimator))
+    else:
+        flow = _Flow(spec, source)
     acc = path if path is not None else accumulated_noise(
-        spec, eta, n, estimator, d=d if inflation else None, dt=dt)
-    if bool(acc.get("corrected", False)) != flow.corrected:
-        raise ValueError("path: computed for another flow (inflation) than requested")
+        spec, eta, n, estimator, d=d if inflation else None, dt=dt, modified=modified)
+    if bool(acc.get("corrected", False)) != flow.corrected \
+            or bool(acc.get("modified", False)) != flow.modified:
+        raise ValueError("path: computed for another flow (inflation, modified) than requested")
     t, ls = acc["t"], acc["ln_gs"]
     amp = np.exp(ls) * np.sqrt(eps0 ** 2 + acc["V_s"])
     hit = np.nonzero(amp >= u_nl)[0]
@@ -614,8 +650,8 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
                            estimator: str = "stl", *, u_nl: float = 1.0, dt: float = 0.02,
                            n_eps_per_decade: int = 8, tol: float = 1e-4,
                            rel_tol: float = 1e-3, inflation: bool = True,
-                           table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-                           ) -> FiniteStepGrid:
+                           table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                           modified: bool = False) -> FiniteStepGrid:
     """:func:`effective_overlap_prediction` on the grid ``etas`` x ``ds``, sharing the work.
 
     Where the flow carries no inflation source at any grid point (stl at ``beta Delta = s``
@@ -637,10 +673,11 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
     for d in ds_t:
         for e in etas_t:
             _check_inputs(spec, d, e, n, estimator)
-    corrected = np.array([[inflation and _Flow(spec, inflation_source(spec, d, e, n, estimator))
-                           .corrected for d in ds_t] for e in etas_t], dtype=bool)
+    corrected = np.array([[modified or (inflation and _Flow(
+        spec, inflation_source(spec, d, e, n, estimator)).corrected) for d in ds_t]
+        for e in etas_t], dtype=bool)
     kw = dict(u_nl=u_nl, dt=dt, n_eps_per_decade=n_eps_per_decade, tol=tol, rel_tol=rel_tol,
-              inflation=inflation)
+              inflation=inflation, modified=modified)
     shared = not corrected.any()
     if not shared:
         pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, **kw)
