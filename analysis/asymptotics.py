@@ -453,7 +453,8 @@ def large_d_law(spec: ProblemSpec, *, fit_eps: Sequence[float] = FIT_EPS,
                 check_ds: Sequence[float] | None = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
                                                     1e10),
                 n_eps_per_decade: int = 6, rel_tol: float = 1e-4,
-                beta_star: float = 0.5) -> LargeDLaw:
+                beta_star: float = 0.5, horizon: float | None = None,
+                dt: float = 0.05) -> LargeDLaw:
     """The large-d law of collapse of ``spec`` (antipodal pair, fixed equal weights).
 
     ``P(d) = F C_0 d^(-alpha) (L_eff(d) + Delta_S)^p`` with ``alpha = (lambda_a/lambda_s - 1)/2``
@@ -462,6 +463,8 @@ def large_d_law(spec: ProblemSpec, *, fit_eps: Sequence[float] = FIT_EPS,
     compared with :func:`separatrix_vs_d` for the spec itself (None: skip; the slope between
     1e8 and 1e10 is reported when both are in it); ``d_10pct`` is the smallest checked d from
     which on ``|P_law/P_sep - 1| < 0.1``.  ``beta_star``: the stage of the tau(d) rule.
+    ``horizon``, ``dt``: of the schedule factor (:func:`schedule_factor`; a shorter horizon
+    and a coarser step are cheaper and less accurate in F).
     Raises ValueError naming ``spec`` unless the problem is the separatrix setting, or if
     lambda_s <= 0 or lambda_a <= lambda_s (no collapse race).
     """
@@ -500,7 +503,7 @@ def large_d_law(spec: ProblemSpec, *, fit_eps: Sequence[float] = FIT_EPS,
     A = float(spec.target.T[0, 0])
     s2A = spec.init.sigma_init ** 2 * A
     C0 = 2.0 * c / math.pi * rayleigh_moment(kappa - 1.0) * s2A ** alpha
-    sched = schedule_factor(spec, kappa, ls)
+    sched = schedule_factor(spec, kappa, ls, horizon=horizon, dt=dt)
     C = sched["F"] * C0
 
     def law(d: Any) -> np.ndarray:

@@ -40,6 +40,8 @@ This module is SymPy only (no solvers/analysis imports); the numbers come from
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 
 __all__ = ["SYMBOLS", "law_expressions", "law_latex", "exponential_schedule_budget"]
@@ -82,9 +84,14 @@ def law_expressions() -> dict[str, sp.Expr]:
 
 def law_latex() -> dict[str, str]:
     """LaTeX of the closed forms (``alpha``, ``C``, ``P``, ``L_eff``, ``p``, ``P_schedule``)."""
+    return dict(_law_latex())
+
+
+@functools.lru_cache(maxsize=1)
+def _law_latex() -> tuple[tuple[str, str], ...]:
     e = law_expressions()
-    return {k: sp.latex(e[k]) for k in ("alpha", "C", "P", "L_eff", "p", "P_schedule",
-                                          "local_slope")}
+    return tuple((k, sp.latex(e[k])) for k in ("alpha", "C", "P", "L_eff", "p", "P_schedule",
+                                                 "local_slope"))
 
 
 def exponential_schedule_budget() -> dict[str, sp.Expr]:
