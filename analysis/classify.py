@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["NONE", "MEAN_ALIGNMENT", "VANISHING_WEIGHT", "DIVERGED", "MECHANISM_NAMES",
-           "assign", "classify", "mechanism_counts", "undecided"]
+           "assign", "classify", "mechanism_counts", "undecided", "modes_missed"]
 
 NONE = 0
 MEAN_ALIGNMENT = 1
@@ -127,6 +127,22 @@ def classify(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray | None =
     mech[collapsed & covered_all] = VANISHING_WEIGHT
     mech[~finite] = DIVERGED
     return collapsed, mech
+
+
+def modes_missed(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray | None = None,
+                 weight_threshold: float = 1e-3) -> np.ndarray:
+    """Number of target modes that receive no component of weight >= ``weight_threshold``
+    (all components count when ``w`` is None), vectorised over leading axes: (...) int array,
+    0 where :func:`classify` says not collapsed; -1 where the statistics are not finite."""
+    Q, R, T = _check(Q, R, T)
+    M, K = R.shape[-2], R.shape[-1]
+    batch = Q.shape[:-2]
+    finite = np.all(np.isfinite(Q), axis=(-2, -1)) & np.all(np.isfinite(R), axis=(-2, -1))
+    a = assign(np.where(finite[..., None, None], Q, 0.0), np.where(finite[..., None, None], R, 0.0), T)
+    alive = np.ones(batch + (M,), dtype=bool) if w is None else (np.asarray(w) >= weight_threshold)
+    covered = np.any((a[..., :, None] == np.arange(K)) & alive[..., :, None], axis=-2)
+    out = K - np.count_nonzero(covered, axis=-1)
+    return np.where(finite, out, -1)
 
 
 def mechanism_counts(mechanism: np.ndarray) -> dict[str, int]:

@@ -72,26 +72,28 @@ class OdeOptions(EstimatorOptions):
 
 def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
                  weight_threshold: float, progress: bool, max_extensions: int = 3
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:
     """Integrate one chunk of initial states to their outcome and classify (module-level:
     picklable).
 
     Members stop once stationary (:func:`~analysis.estimators.common.stationary_event`).
     Those still moving at ``t_end`` are integrated on for another ``t_end`` at a time, at most
     ``max_extensions`` times.  Returns (collapsed, mechanism, status, extensions used, members
-    whose classification still changed in the last extension).
+    whose classification still changed in the last extension, modes missed per member).
     """
     from solvers.ensemble import solve_ensemble
     from solvers.integrate import STATUS_SUCCESS
     spec = ProblemSpec.from_json(spec_json)
     model = compiled_model(spec)
     event = stationary_event(spec)
+    from ..classify import modes_missed
     T = spec.target.T
     res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol, event=event,
                          progress=progress)
     y = res.y_final.copy()
     status = res.status.copy()
     collapsed, mech = classify(res.Q_final, res.R_final, T, res.w_final, weight_threshold)
+    w_end = res.w_final.copy()
     t_now, used, changed = t_end, 0, 0
     while used < max_extensions:
         moving = np.nonzero(status == STATUS_SUCCESS)[0]
@@ -102,10 +104,15 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
         c_new, m_new = classify(ext.Q_final, ext.R_final, T, ext.w_final, weight_threshold)
         changed = int(np.count_nonzero(c_new != collapsed[moving]))
         y[moving], status[moving] = ext.y_final, ext.status
+        w_end[moving] = ext.w_final
         collapsed[moving], mech[moving] = c_new, m_new
         t_now += t_end
         used += 1
-    return collapsed, mech, status, used, changed
+    from solvers.layout import unpack_state
+    Qf, Rf, _ = unpack_state(model, y)
+    missed = modes_missed(Qf, Rf, T, w_end if spec.family.train_weights else None,
+                          weight_threshold)
+    return collapsed, mech, status, used, changed, missed
 
 
 @register_estimator
@@ -130,6 +137,9 @@ class OdeEstimator(CollapseEstimator):
         parts = run_chunks(_solve_chunk, spec, Y0s, args, options.progress, options.max_extensions,
                            executor)
         collapsed, mech, status, details, more = merge_chunks(parts, STATUS_SUCCESS)
+        missed = np.concatenate([p[5] for p in parts])
+        details["modes_missed"] = {str(int(m)): int(np.count_nonzero(missed == m))
+                                   for m in np.unique(missed)}
         notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
                  "(|dy/dt| < 1e-7 after the schedule settled)", *more]
         prop = proportion(int(collapsed.sum()), int(collapsed.size))
