@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["NONE", "MEAN_ALIGNMENT", "VANISHING_WEIGHT", "DIVERGED", "MECHANISM_NAMES",
-           "assign", "classify", "mechanism_counts", "undecided", "modes_missed"]
+           "assign", "classify", "mechanism_counts", "undecided", "modes_missed", "occupancy",
+           "between_modes", "occupancy_counts"]
 
 NONE = 0
 MEAN_ALIGNMENT = 1
@@ -143,6 +144,43 @@ def modes_missed(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray | No
     covered = np.any((a[..., :, None] == np.arange(K)) & alive[..., :, None], axis=-2)
     out = K - np.count_nonzero(covered, axis=-1)
     return np.where(finite, out, -1)
+
+
+def occupancy(Q: np.ndarray, R: np.ndarray, T: np.ndarray, w: np.ndarray | None = None,
+              weight_threshold: float = 1e-3) -> np.ndarray:
+    """(..., K) int: the number of components of weight >= ``weight_threshold`` (all when
+    ``w`` is None) assigned to each target mode (:func:`assign`; non-finite members count 0)."""
+    Q, R, T = _check(Q, R, T)
+    K = R.shape[-1]
+    finite = np.all(np.isfinite(Q), axis=(-2, -1)) & np.all(np.isfinite(R), axis=(-2, -1))
+    a = assign(np.where(finite[..., None, None], Q, 0.0), np.where(finite[..., None, None], R, 0.0), T)
+    alive = np.ones(a.shape, dtype=bool) if w is None else (np.asarray(w) >= weight_threshold)
+    occ = np.count_nonzero((a[..., :, None] == np.arange(K)) & alive[..., :, None], axis=-2)
+    return np.where(finite[..., None], occ, 0)
+
+
+def between_modes(Q: np.ndarray, R: np.ndarray, T: np.ndarray, fraction: float = 0.125
+                  ) -> np.ndarray:
+    """(...) bool: some component sits between modes, i.e. its squared distance to the nearest
+    mode exceeds ``fraction`` times the smallest squared distance between two modes (1/8: a
+    point on the segment between two modes at more than ~35% of the way to the midpoint).
+    False for K = 1."""
+    Q, R, T = _check(Q, R, T)
+    K = T.shape[0]
+    if K < 2:
+        return np.zeros(Q.shape[:-2], dtype=bool)
+    dT = np.diagonal(T)[:, None] + np.diagonal(T)[None, :] - 2 * T
+    sep = np.min(dT[~np.eye(K, dtype=bool)])
+    qd = np.diagonal(Q, axis1=-2, axis2=-1)
+    dist = np.min(qd[..., :, None] - 2.0 * R + np.diagonal(T), axis=-1)      # (..., M)
+    return np.any(dist > fraction * sep, axis=-1)
+
+
+def occupancy_counts(occ: np.ndarray) -> dict[str, int]:
+    """Histogram of occupancy patterns (sorted, e.g. ``"2+1+0"``) over the members of (N, K)."""
+    occ = np.sort(np.asarray(occ), axis=-1)[..., ::-1]
+    keys = ["+".join(str(int(x)) for x in row) for row in occ.reshape(-1, occ.shape[-1])]
+    return {k: keys.count(k) for k in sorted(set(keys), key=lambda s: [-int(x) for x in s.split("+")])}
 
 
 def mechanism_counts(mechanism: np.ndarray) -> dict[str, int]:

@@ -64,6 +64,8 @@ def test_collapse_command_many_modes(capsys):
     # at t = 3 every component still sits near the origin: all draws are classified as they
     # stand and the missed-mode histogram covers them
     assert sum(out["details"]["modes_missed"].values()) == 3
+    assert sum(out["details"]["occupancy"].values()) == 3
+    assert all(sum(map(int, k.split("+"))) == 4 for k in out["details"]["occupancy"])
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -74,3 +76,15 @@ def test_collapse_command_bad_sizes(argv, msg, capsys):
     rc = main(["collapse", *argv, "--draws", "2", "--method", "ode"])
     assert rc == 2
     assert msg in capsys.readouterr().err
+
+
+def test_occupancy_and_between_modes():
+    from analysis.classify import between_modes, occupancy, occupancy_counts
+    Q, R, T = _state([0, 0, 1], 2)
+    assert occupancy(Q, R, T).tolist() == [2, 1] and not between_modes(Q, R, T)
+    # a component at the midpoint of the two modes sits between them
+    c = np.array([[0.95, 0.0], [0.0, 0.95], [0.5, 0.5]])
+    Q2, R2 = c @ c.T * 9.0, c * 9.0
+    assert between_modes(Q2, R2, T)
+    occ = np.array([[2, 1], [1, 2], [3, 0]])
+    assert occupancy_counts(occ) == {"3+0": 1, "2+1": 2}

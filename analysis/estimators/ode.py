@@ -72,21 +72,22 @@ class OdeOptions(EstimatorOptions):
 
 def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
                  weight_threshold: float, progress: bool, max_extensions: int = 3
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:
+                 ) -> tuple:
     """Integrate one chunk of initial states to their outcome and classify (module-level:
     picklable).
 
     Members stop once stationary (:func:`~analysis.estimators.common.stationary_event`).
     Those still moving at ``t_end`` are integrated on for another ``t_end`` at a time, at most
     ``max_extensions`` times.  Returns (collapsed, mechanism, status, extensions used, members
-    whose classification still changed in the last extension, modes missed per member).
+    whose classification still changed in the last extension, modes missed per member, the
+    occupancy (members, K) and whether some component sits between modes).
     """
     from solvers.ensemble import solve_ensemble
     from solvers.integrate import STATUS_SUCCESS
     spec = ProblemSpec.from_json(spec_json)
     model = compiled_model(spec)
     event = stationary_event(spec)
-    from ..classify import modes_missed
+    from ..classify import between_modes, modes_missed, occupancy
     T = spec.target.T
     res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol, event=event,
                          progress=progress)
@@ -110,9 +111,10 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
         used += 1
     from solvers.layout import unpack_state
     Qf, Rf, _ = unpack_state(model, y)
-    missed = modes_missed(Qf, Rf, T, w_end if spec.family.train_weights else None,
-                          weight_threshold)
-    return collapsed, mech, status, used, changed, missed
+    wk = w_end if spec.family.train_weights else None
+    missed = modes_missed(Qf, Rf, T, wk, weight_threshold)
+    return (collapsed, mech, status, used, changed, missed,
+            occupancy(Qf, Rf, T, wk, weight_threshold), between_modes(Qf, Rf, T))
 
 
 @register_estimator
@@ -140,6 +142,9 @@ class OdeEstimator(CollapseEstimator):
         missed = np.concatenate([p[5] for p in parts])
         details["modes_missed"] = {str(int(m)): int(np.count_nonzero(missed == m))
                                    for m in np.unique(missed)}
+        from ..classify import occupancy_counts
+        details["occupancy"] = occupancy_counts(np.concatenate([p[6] for p in parts]))
+        details["between_modes"] = int(sum(int(np.count_nonzero(p[7])) for p in parts))
         notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
                  "(|dy/dt| < 1e-7 after the schedule settled)", *more]
         prop = proportion(int(collapsed.sum()), int(collapsed.size))
