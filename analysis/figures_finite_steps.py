@@ -25,15 +25,17 @@ def _errorbar(ax: Any, x: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndar
 
 def plot_sgd_eta_d(ds: Sequence[float], etas: Sequence[float], engine: Mapping[str, np.ndarray],
                    theory_ds: Sequence[float], theory_p: np.ndarray, flow_p: np.ndarray, *,
-                   title: str) -> Any:
+                   title: str, theory_mod: np.ndarray | None = None) -> Any:
     """Two panels over the grid ``etas`` x ``ds``.
 
     Left: P(collapse) against d, one colour per eta: the engine's points with their Wilson
     intervals (``engine['p'], ['lo'], ['hi']``, shape (len(etas), len(ds))), the
     effective-overlap prediction ``theory_p`` (len(etas), len(theory_ds)) as lines, the
-    gradient flow's separatrix value ``flow_p`` (len(theory_ds),) in black.  Right: the grid
-    cells, each with the engine's and the theory's value, green where the theory lies inside
-    the engine's interval, red where it does not (the colour is the ratio engine / theory).
+    gradient flow's separatrix value ``flow_p`` (len(theory_ds),) in black; ``theory_mod``
+    (same shape as theory_p, optional): the prediction on the O(eta) corrected ODE, dashed.
+    Right: the grid cells, each with the engine's and the theories' values, green where the
+    (corrected, if given) theory lies inside the engine's interval, red where it does not (the
+    colour is the ratio engine / that theory).
     """
     plt = _plt()
     ds = np.asarray(ds, dtype=float)
@@ -48,8 +50,12 @@ def plot_sgd_eta_d(ds: Sequence[float], etas: Sequence[float], engine: Mapping[s
         _errorbar(ax, ds * (1.0 + 0.06 * (i - 0.5 * (len(etas) - 1))), p[i], lo[i], hi[i],
                   color=c, label=f"SGD engine, eta = {eta:g}")
         ax.plot(td, theory_p[i], "-", color=c, lw=1.3)
-    ax.plot(td, flow_p, "k--", lw=1.5, label="gradient flow (separatrix)")
+        if theory_mod is not None:
+            ax.plot(td, theory_mod[i], "--", color=c, lw=1.1)
+    ax.plot(td, flow_p, "k:", lw=1.8, label="gradient flow (separatrix)")
     ax.plot([], [], "-", color="0.4", lw=1.3, label="effective-overlap prediction")
+    if theory_mod is not None:
+        ax.plot([], [], "--", color="0.4", lw=1.1, label="... on the O(eta) corrected ODE")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("d")
@@ -58,22 +64,34 @@ def plot_sgd_eta_d(ds: Sequence[float], etas: Sequence[float], engine: Mapping[s
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7.5, loc="lower left")
     # right: the grid, where the theory holds
-    th = np.array([np.interp(np.log(ds), np.log(td), theory_p[i]) for i in range(len(etas))])
-    inside = (lo <= th) & (th <= hi)
-    ratio = np.log2(np.maximum(p, 1e-3) / np.maximum(th, 1e-3))
+    def at_grid(curves: np.ndarray) -> np.ndarray:
+        return np.array([np.interp(np.log(ds), np.log(td), curves[i]) for i in range(len(etas))])
+
+    th = at_grid(theory_p)
+    tm = at_grid(theory_mod) if theory_mod is not None else None
+    ref = tm if tm is not None else th
+    inside = (lo <= ref) & (ref <= hi)
+    inside_plain = (lo <= th) & (th <= hi)
+    ratio = np.log2(np.maximum(p, 1e-3) / np.maximum(ref, 1e-3))
     ax2.imshow(ratio, origin="lower", cmap="coolwarm", vmin=-1.5, vmax=1.5, aspect="auto")
     for i in range(len(etas)):
         for j in range(len(ds)):
-            ax2.text(j, i, f"{p[i, j]:.3f}\n{th[i, j]:.3f}", ha="center", va="center",
-                     fontsize=7.5, color="darkgreen" if inside[i, j] else "darkred",
-                     fontweight="bold")
+            txt = f"{p[i, j]:.3f}\n{th[i, j]:.3f}" + (f"\n{tm[i, j]:.3f}" if tm is not None
+                                                        else "")
+            ax2.text(j, i, txt, ha="center", va="center", fontsize=7.5,
+                     color="darkgreen" if inside[i, j] else "darkred", fontweight="bold")
     ax2.set_xticks(range(len(ds)), [f"{v:g}" for v in ds])
     ax2.set_yticks(range(len(etas)), [f"{v:g}" for v in etas])
     ax2.set_xlabel("d")
     ax2.set_ylabel("eta")
-    ax2.set_title(f"engine (top) / theory (bottom): theory inside the 95% interval at "
-                  f"{int(inside.sum())} of {inside.size} (green)\ncolour: log2(engine / theory)",
-                  fontsize=9)
+    if tm is None:
+        head = (f"engine (top) / theory (bottom): theory inside the 95% interval at "
+                f"{int(inside.sum())} of {inside.size} (green)")
+    else:
+        head = (f"engine / theory / theory on the corrected ODE: inside the 95% interval at "
+                f"{int(inside_plain.sum())} and {int(inside.sum())} of {inside.size}\n"
+                "(green: the corrected one inside)")
+    ax2.set_title(head + "; colour: log2(engine / theory)", fontsize=8.5)
     fig.tight_layout()
     return fig
 

@@ -5,7 +5,9 @@ the reduced SGD engine (``sgd`` estimator, exact law of SGD in R^d at any d) wit
 intervals, against the effective-overlap prediction of :mod:`analysis.finite_step` and the
 gradient flow's separatrix value.
 
-1. ``sgd_eta_d`` -> ``sgd_eta_d.png``: P(collapse) over (eta, d), d from 1e2 to 1e6 (stl).
+1. ``sgd_eta_d`` -> ``sgd_eta_d.png``: P(collapse) over (eta, d), d from 1e2 to 1e6 (stl),
+   with the prediction also on the O(eta) corrected ODE (``modified=True``: the GD map's own
+   departure from the flow; one table of critical angles per eta).
 2. ``sgd_vs_eta`` -> ``sgd_vs_eta.png``: P(collapse) against eta at d = 1000, stl and reparam.
 
 End time: t_end = 25 instead of the estimator's default 50 (``Plan.t_end``): at beta = 1 the
@@ -47,6 +49,9 @@ class EtaDPlan:
     theory_ds: tuple[float, ...] = tuple(float(x) for x in np.logspace(2, 6, 17))
     n_eps_per_decade: int = 8
     tol: float = 1e-4
+    modified: bool = True
+    modified_eps_per_decade: int = 6
+    modified_tol: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ class EtaPlan:
 
 
 QUICK_ETA_D = EtaDPlan(ds=(100, 10_000), etas=(0.05, 0.2), draws=150,
-                       theory_ds=(100.0, 1000.0, 10_000.0), n_eps_per_decade=4, tol=1e-3)
+                       theory_ds=(100.0, 1000.0, 10_000.0), n_eps_per_decade=4, tol=1e-3,
+                       modified_eps_per_decade=4)
 QUICK_ETA = EtaPlan(etas=(0.05, 0.2), draws=150, theory_etas=(0.02, 0.05, 0.1, 0.2),
                     reparam_theory_etas=(0.2,), n_eps_per_decade=4, tol=1e-3, reparam_dt=0.2)
 
@@ -138,9 +144,14 @@ def sgd_eta_d(plan: EtaDPlan, ctx: FigureContext) -> Path:
                                   n_eps_per_decade=plan.n_eps_per_decade, tol=plan.tol,
                                   table=_TABLES.get(key))
     _TABLES[key] = grid.table
+    mod = None
+    if plan.modified:           # the same on the O(eta) corrected ODE (one table per eta)
+        mod = effective_overlap_grid(spec, ds_all, plan.etas, plan.n, "stl", modified=True,
+                                     n_eps_per_decade=plan.modified_eps_per_decade,
+                                     tol=plan.modified_tol)
     t_theory = time.perf_counter() - t0
     ctx.log(f"sgd_eta_d: effective-overlap theory on {len(plan.etas)} x {len(ds_all)} "
-            f"points in {t_theory:.1f} s")
+            f"points{' (and on the corrected ODE)' if mod else ''} in {t_theory:.1f} s")
     pts = _points(plan.A, plan.n, plan.ds, plan.etas, "stl", plan.draws, plan.t_end,
                   plan.seed, ctx, "sgd_eta_d")
     cols = [ds_all.index(d) for d in plan.ds]
@@ -151,7 +162,16 @@ def sgd_eta_d(plan: EtaDPlan, ctx: FigureContext) -> Path:
               for i in range(len(plan.etas))]
     above_flow = [[bool(pts[i][j]["lo"] > flow[cols[j]]) for j in range(len(plan.ds))]
                   for i in range(len(plan.etas))]
+    extra: dict = {"modified": None}
+    if mod is not None:
+        thm = mod.p[:, cols]
+        inside_m = [[_within(float(thm[i, j]), pts[i][j]) for j in range(len(plan.ds))]
+                    for i in range(len(plan.etas))]
+        extra = {"modified": {"theory_p": thm, "theory_inside_ci": inside_m,
+                              "n_inside": int(np.sum(inside_m)),
+                              "curve": {"d": ds_all, "p": mod.p, "p_gd": mod.p_flow}}}
     fig = plot_sgd_eta_d(plan.ds, plan.etas, eng, ds_all, grid.p, flow,
+                         theory_mod=None if mod is None else mod.p,
                          title=f"SGD (stl, n = {plan.n}, beta = 1) against the flow, "
                                f"A = {plan.A:g}, {plan.draws} draws per point")
     return save_figure(fig, ctx.out_dir / "sgd_eta_d.png", {
@@ -162,7 +182,7 @@ def sgd_eta_d(plan: EtaDPlan, ctx: FigureContext) -> Path:
                          "eps_eff": grid.eps_eff, "shared_table": grid.shared_table},
         "theory_inside_ci": inside, "n_inside": int(np.sum(inside)),
         "n_points": len(plan.ds) * len(plan.etas), "engine_above_flow": above_flow,
-        "theory_seconds": t_theory,
+        "theory_seconds": t_theory, **extra,
         "engine_seconds": float(sum(r["wall_s"] for row in pts for r in row))})
 
 
