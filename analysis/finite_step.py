@@ -661,7 +661,8 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
     eta = 1, scaled) and one table of critical angles covering every point's amplitudes serve
     the whole grid (identical numbers to the point-wise calls up to the interpolation of
     theta_c).  Otherwise each point is computed on its own (the corrected flow depends on
-    q = eta (d - D) / n).  ``table``: the shared ``(eps, theta_c, monotone)`` of an earlier
+    q = eta (d - D) / n), except with ``modified`` and no source anywhere, where one path and
+    one table per eta serve every d.  ``table``: the shared ``(eps, theta_c, monotone)`` of an earlier
     grid of the same spec (``FiniteStepGrid.table``), used when it covers every point's
     amplitudes, else a new one is computed.
     """
@@ -673,40 +674,59 @@ def effective_overlap_grid(spec: ProblemSpec, ds: Any, etas: Any, n: int,
     for d in ds_t:
         for e in etas_t:
             _check_inputs(spec, d, e, n, estimator)
-    corrected = np.array([[modified or (inflation and _Flow(
-        spec, inflation_source(spec, d, e, n, estimator)).corrected) for d in ds_t]
-        for e in etas_t], dtype=bool)
+    live = np.array([[inflation and _Flow(spec, inflation_source(spec, d, e, n, estimator))
+                      .corrected for d in ds_t] for e in etas_t], dtype=bool)
+    corrected = live | modified
     kw = dict(u_nl=u_nl, dt=dt, n_eps_per_decade=n_eps_per_decade, tol=tol, rel_tol=rel_tol,
               inflation=inflation, modified=modified)
     shared = not corrected.any()
-    if not shared:
-        pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, **kw)
-                          for d in ds_t) for e in etas_t)
-    else:
+    A = float(spec.target.T[0, 0])
+    sig = float(spec.init.sigma_init)
+    eps_max = sig * math.sqrt(A) * (1.0 - 1e-9)
+
+    def amplitude_range(acc: dict) -> tuple[float, float]:
+        """[lo, hi] of the amplitudes every d needs on this path (as the point does)."""
+        lo, hi = math.inf, 0.0
+        for d in ds_t:
+            eps0 = sig * math.sqrt(A / d)
+            amp = np.exp(acc["ln_gs"]) * np.sqrt(eps0 ** 2 + acc["V_s"])
+            hit = np.nonzero(amp >= u_nl)[0]
+            i = int(hit[0]) if hit.size else acc["t"].size - 1
+            es = math.sqrt(eps0 ** 2 + float(acc["V_s"][i]))
+            ea = math.sqrt(eps0 ** 2 + float(acc["V_a"][i]))
+            lo = min(lo, 0.02 * min(es, ea, eps0))
+            hi = max(hi, min(9.0 * max(es, ea), eps_max))
+        return lo, hi
+
+    def new_table(flow: _Flow, lo: float, hi: float) -> tuple:
+        n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
+        grid = np.geomspace(lo, hi, n_eps)
+        theta_c, monotone = flow.critical_angles(grid, tol, rel_tol)
+        return grid, theta_c, monotone
+
+    if shared:
         unit = accumulated_noise(spec, 1.0, n, estimator, dt=dt)
         paths = {e: {**unit, "V_s": e * unit["V_s"], "V_a": e * unit["V_a"]} for e in etas_t}
-        A = float(spec.target.T[0, 0])
-        sig = float(spec.init.sigma_init)
-        eps_max = sig * math.sqrt(A) * (1.0 - 1e-9)
-        lo, hi = math.inf, 0.0
-        for e in etas_t:                  # the amplitudes every point needs (as the point does)
-            acc = paths[e]
-            for d in ds_t:
-                eps0 = sig * math.sqrt(A / d)
-                amp = np.exp(acc["ln_gs"]) * np.sqrt(eps0 ** 2 + acc["V_s"])
-                hit = np.nonzero(amp >= u_nl)[0]
-                i = int(hit[0]) if hit.size else acc["t"].size - 1
-                es = math.sqrt(eps0 ** 2 + float(acc["V_s"][i]))
-                ea = math.sqrt(eps0 ** 2 + float(acc["V_a"][i]))
-                lo = min(lo, 0.02 * min(es, ea, eps0))
-                hi = max(hi, min(9.0 * max(es, ea), eps_max))
+        lo = min(amplitude_range(paths[e])[0] for e in etas_t)
+        hi = max(amplitude_range(paths[e])[1] for e in etas_t)
         if table is None or table[0][0] > lo * (1 + 1e-12) or table[0][-1] < hi * (1 - 1e-12):
-            n_eps = max(9, int(math.ceil(n_eps_per_decade * math.log10(hi / lo))) + 1)
-            grid = np.geomspace(lo, hi, n_eps)
-            theta_c, monotone = _Flow(spec, None).critical_angles(grid, tol, rel_tol)
-            table = (grid, theta_c, monotone)
+            table = new_table(_Flow(spec, None), lo, hi)
         pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, path=paths[e],
                                                        table=table, **kw)
+                          for d in ds_t) for e in etas_t)
+    elif modified and not live.any():
+        # the corrected ODE without a source depends on eta only: one path and one table
+        # per step, shared over d
+        rows = []
+        for e in etas_t:
+            acc = accumulated_noise(spec, e, n, estimator, dt=dt, modified=True)
+            tab = new_table(_Flow(spec, None, (e, 0.0, estimator)), *amplitude_range(acc))
+            rows.append(tuple(effective_overlap_prediction(
+                spec, d, e, n, estimator, path=acc, table=tab,
+                **{**kw, "inflation": False}) for d in ds_t))
+        pts = tuple(rows)
+    else:
+        pts = tuple(tuple(effective_overlap_prediction(spec, d, e, n, estimator, **kw)
                           for d in ds_t) for e in etas_t)
     return FiniteStepGrid(
         ds=ds_t, etas=etas_t, n=int(n), estimator=estimator,
