@@ -17,6 +17,11 @@ Measured (2 cores, 2026-12-03, numba 0.68): R^d / reduced wall-time ratio 17 at 
 156 at d = 1e4, 2800 at d = 1e5 (64 runs x 10 steps: 1.83 s against 0.66 ms); reduced
 throughput at K = M = 2, n = 8: 9.5e5 run-steps/s (stl, fixed weights) to 6.5e5 (reparam,
 trained weights); at K = M = 4: 2.5e5 to 2.0e5.
+Rerun 2026-12-03 under a load average of about 9 (five jobs on 2 cores), NUMBA_NUM_THREADS=1,
+--reps 5: ratio 13 at d = 1e3, 353 at d = 1e4, 1213 at d = 1e5 (4.34 s against 3.6 ms);
+throughput 1.9e5-2.5e5 run-steps/s at K = M = 2 and 3.1e4-5.6e4 at K = M = 4 (one thread).
+With 2 threads under that load the ratio at d = 1e5 fell to 607: the reduced kernel's short
+parallel calls suffer most from contention.
 """
 
 from __future__ import annotations
