@@ -18,6 +18,23 @@ d and B, i.e. ``beta_h* ~ k ln(d / (sigma_init^2 A)) / (2 lambda_s B)``: the bud
 a given held beta (and, up to the beta = 1 log factor of P without annealing, a given benefit)
 grows like ln d.
 
+Measured (A = 9, ``python -m analysis.design_scaling 9 1e3,1e4,1e5,1e6,1e7``, about 20 min on
+a loaded 2-core machine): at a fixed multiple m = B / T_esc(1, d), i.e. a budget growing like
+ln d, the optimal held beta is nearly independent of d, drifting slowly down:
+
+    m =  5:  beta_h* = 0.439, 0.399, 0.365, 0.345, 0.328     (d = 1e3 ... 1e7)
+    m = 10:  beta_h* = 0.282, 0.238, 0.217, 0.202, 0.193
+    m = 20:  beta_h* = 0.176, 0.150, 0.139, 0.147, 0.185
+
+with k = B / T_esc(beta_h*) = 1.6-3.7 (the hold lasts 2-4 escape times), and the benefit
+P*/P(no annealing) at fixed m improving with d (m = 10: 0.23, 0.18, 0.15, 0.13, 0.11), as the
+beta = 1 law carries the extra factor L_eff(d)^(1/2) that a hold at beta < 1 (hyperbolic
+symmetric state) does not.  At m = 40 (and m = 20, d = 1e7) the optimum moves to a second
+branch, a higher beta_h (0.18-0.25) held for 7-10 escape times, with a markedly lower P
+(d = 1e5: 6.9e-4 against 1.2e-3 at m = 20): holding beyond the escape still lowers P there,
+so the "decision fits in B" picture describes the first branch only.  Brent's method is local:
+the branch found can depend on the bracket, and the table is not a global optimum.
+
 Method (separatrix estimator at ``options`` accuracy): for each d and budget
 ``B = m T_esc(1, d)`` (``m in multiples``), the hold schedule (beta_h on [0, B), then 1)
 with beta_h minimised by bounded Brent (:func:`scipy.optimize.minimize_scalar`) on

@@ -265,3 +265,36 @@ def test_geometric_path_base_variance_is_searched():
         design_schedule(symmetric_bimodal(A), D, 10.0, base_variance=(0.1, 10.0))
     with pytest.raises(ValueError, match="^base_variance:"):
         design_schedule(spec, D, 10.0, base_variance=(1.0, 0.5))
+
+
+def test_hold_scaling_escape_time_and_one_cell():
+    """analysis.design_scaling: T_esc(beta) scales as 1/beta on the tempering path (the rates
+    are proportional to beta), and one optimised hold is no worse than holds at the ends of
+    a bracket evaluated here independently."""
+    from analysis.design_scaling import SCAN_OPTIONS, escape_time_at, hold_scaling, hold_schedule
+    spec = symmetric_bimodal(A)
+    t1, t02 = escape_time_at(spec, 1.0, D), escape_time_at(spec, 0.2, D)
+    assert t02 == pytest.approx(5.0 * t1, rel=1e-6)
+    assert escape_time_at(spec, 1.0, 100 * D) - t1 == pytest.approx(
+        math.log(100.0) / (2 * _lambda_s(spec)), rel=1e-6)
+    [row] = hold_scaling(spec, [D], multiples=(5.0,), beta_bounds=(0.2, 0.8), xatol=0.05)
+    assert row["budget"] == pytest.approx(5.0 * t1)
+    ends = [collapse_probability(spec.replace(schedule=hold_schedule(b, row["budget"])), D,
+                                 "separatrix", **SCAN_OPTIONS).p for b in (0.2, 0.8)]
+    assert row["P"] <= min(ends) and row["P"] < row["P_constant"]
+    assert row["k"] == pytest.approx(row["budget"] / escape_time_at(spec, row["beta_h"], D))
+
+
+def _lambda_s(spec):
+    """lambda_s at beta = 1 by a central difference of the compiled rhs along e_s (R_k1 =
+    -R_k2 = u/2 for both k) at the symmetric state Q = 0, R = 0."""
+    from derivations.codegen import compile_model
+    model = compile_model(spec.structure)
+    names = list(model.state_names)
+    v = np.zeros(len(names))
+    for k in (1, 2):
+        v[names.index(f"R_{k}_1")], v[names.index(f"R_{k}_2")] = 0.5, -0.5
+    h, out_p, out_m = 1e-6, np.empty(v.size), np.empty(v.size)
+    model.rhs(h * v, 1.0, spec.theta(), out_p)
+    model.rhs(-h * v, 1.0, spec.theta(), out_m)
+    return float(v @ (out_p - out_m) / (2 * h))
