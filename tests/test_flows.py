@@ -292,3 +292,13 @@ def test_the_geometric_path_with_a_piecewise_schedule():
     assert np.allclose(r.objective, r.kl, atol=1e-5)
     # one trace entry per chunk of 100 steps, all finite
     assert r.loss_trace.shape == (8, 4) and np.all(np.isfinite(r.loss_trace))
+
+
+@pytest.mark.parametrize("command", ["flows", "collapse", "phase-diagram"])
+def test_the_help_texts_format(command, capsys):
+    """The flow options reach argparse's help (a bare % in a help text would break it)."""
+    from analysis.cli import main
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "--mass-threshold" in capsys.readouterr().out

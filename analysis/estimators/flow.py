@@ -47,7 +47,7 @@ class FlowOptions(EstimatorOptions):
     eval_samples: int = field(default=4096, metadata={
         "help": "flow: fresh samples per seed for the collapse test"})
     mass_threshold: float = field(default=0.01, metadata={
-        "help": "flow: a mode is empty when the Wilson 95% upper bound of its sample "
+        "help": "flow: a mode is empty when the Wilson 95 percent upper bound of its sample "
                 "fraction is below this"})
     chunk_steps: int = field(default=100, metadata={
         "help": "flow: optimiser steps per compiled chunk"})
