@@ -219,6 +219,20 @@ def test_law_against_the_ode_ensemble_where_affordable(law9):
     assert lo - slack <= p_law <= hi + slack, (p_law, r.k, n)
 
 
+def test_hyperbolic_case_is_a_pure_power_law():
+    """Delta = 1.5 > s = 1: the symmetric state at beta = 1 is hyperbolic (Q* != 0), p = 0,
+    and the local slope between 1e8 and 1e10 is -alpha itself (measured: -0.42071 against
+    -0.42072; the corrections are powers of eps0 ~ d^-1/2, not 1/ln d): 1e-3 allowed, ten times
+    the slope's error from the bisection width rel_tol = 1e-4 over ln 100."""
+    from analysis.asymptotics import large_d_law
+    spec = symmetric_bimodal(9.0).replace(target=TargetMixture([[9.0, -9.0], [-9.0, 9.0]],
+                                                               [0.5, 0.5], 1.5))
+    law = large_d_law(spec, check_ds=(1e8, 1e10), fit_eps=(1e-4, 1e-5, 1e-6))
+    assert law.p == 0.0 and not any("algebraically" in n for n in law.notes)
+    assert law.slope_1e8_1e10 == pytest.approx(-law.alpha, abs=1e-3)
+    assert law.check["ratio"][-1] == pytest.approx(1.0, abs=0.01)
+
+
 # ----------------------------------------------------------------------------------------
 # closed forms
 # ----------------------------------------------------------------------------------------
