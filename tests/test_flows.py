@@ -247,6 +247,9 @@ def test_a_small_collapse_experiment_annealing_helps():
     assert hot["method"] == "flow" and hot["n"] + hot["n_diverged"] == 48
     assert hot["params"]["schedule"] == {"kind": "exponential", "T0": 20.0, "tau": 0.5}
     assert hot["flow"]["layers"] == 4 and hot["steps"] % 100 == 0
+    assert 0 <= hot["changed_final_window"] <= 48
+    assert hot["window_start_time"] == pytest.approx(hot["t_end"] - 0.01 * 100 * (
+        (hot["steps"] // 100) // 5))
     lo, hi = hot["ci"]
     assert lo <= hot["p"] <= hi
     cmp = compare_proportions(cold.k, cold.n, hot["k"], hot["n"])

@@ -107,7 +107,8 @@ class FlowEstimator(CollapseEstimator):
             options={**cfg.to_dict(), "seeds": draws},
             outcomes=r.collapsed, mechanisms=r.classification.mechanism,
             details={k: s[k] for k in ("steps", "step_time", "t_end", "t_end_rule",
-                                       "n_diverged", "n_undecided", "min_mode_fraction",
+                                       "n_diverged", "n_undecided", "changed_final_window",
+                                       "window_start_time", "min_mode_fraction",
                                        "kl", "steps_per_second", "versions")},
             notes=tuple(r.notes) + (() if executor is None else
                                     ("the executor is not used by the flow estimator",)),

@@ -81,7 +81,8 @@ def _flow_cell(cell: dict, plan: ComparisonPlan, progress: bool) -> dict:
     cfg = FlowConfig(d=cell["d"], seeds=plan.seeds, seed=plan.seed, **dict(plan.flow))
     r = run_flows(cell["spec"], cfg, progress=progress)
     s = r.summary()
-    return {k: s[k] for k in ("p", "ci", "k", "n", "n_diverged", "n_undecided", "steps",
+    return {k: s[k] for k in ("p", "ci", "k", "n", "n_diverged", "n_undecided",
+                              "changed_final_window", "window_start_time", "steps",
                               "t_end", "min_mode_fraction", "kl", "wall_time", "flow")}
 
 
