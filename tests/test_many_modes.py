@@ -88,3 +88,12 @@ def test_occupancy_and_between_modes():
     assert between_modes(Q2, R2, T)
     occ = np.array([[2, 1], [1, 2], [3, 0]])
     assert occupancy_counts(occ) == {"3+0": 1, "2+1": 2}
+
+
+def test_ode_cost_refuses_out_of_reach_kernels():
+    """The Done-when request of issue 9 is beyond the n-D kernels today: refused up front with
+    the estimated time, not started for days."""
+    from analysis.collapse import collapse_probability
+    from analysis.estimators import CostError
+    with pytest.raises(CostError, match="more than the limit"):
+        collapse_probability(orthogonal(5, 5, 9.0), 1000, "ode", draws=1000, seed=0)

@@ -26,6 +26,7 @@ from ..classify import classify
 from ..stats import proportion
 from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
 from .common import (
+    EXPANDED_MAX,
     chunked_initial_states,
     compiled_model,
     default_ode_t_end,
@@ -117,6 +118,30 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
             occupancy(Qf, Rf, T, wk, weight_threshold), between_modes(Qf, Rf, T))
 
 
+def _loop_seconds_per_draw(spec: ProblemSpec, t_end: float) -> float:
+    """Rough wall time of one trajectory on the loop-form engine: its n-D kernels' node counts
+    (:func:`solvers.softmax.grid_size`) at the target covariance ``s T / Delta^2`` and at two
+    variational covariances, ``Q / s`` at the start (``sigma_init^2 I``) and with component
+    k on mode k mod K; ~10 ns per node, row and logit (measured with 2 loaded cores), 3000 rhs
+    evaluations per 100 time units.  Infinite where a kernel grid would be refused."""
+    from solvers.softmax import MAX_NODES, grid_size, tolerance_for
+    K, M = spec.structure.K, spec.structure.M
+    T, s, D = spec.target.T, spec.family.variance, spec.target.variance
+
+    def nodes(C: np.ndarray) -> float:
+        n = C.shape[0]
+        return 0.0 if n <= 3 else float(grid_size(np.ascontiguousarray(C), tolerance_for(n - 1)))
+
+    c = np.zeros((M, K))
+    c[np.arange(M), np.arange(M) % K] = 1.0
+    nt = nodes(s * T / D**2)
+    nq = max(nodes(spec.init.sigma_init**2 / s * np.eye(M)), nodes(c @ T @ c.T / s))
+    if max(nt, nq) > MAX_NODES:
+        return float("inf")
+    rhs = 1e-8 * (nt * M * K + nq * M * M) + 2e-6
+    return rhs * 3000.0 * max(1.0, t_end / 100.0)
+
+
 @register_estimator
 class OdeEstimator(CollapseEstimator):
     name = "ode"
@@ -127,7 +152,11 @@ class OdeEstimator(CollapseEstimator):
         n_state = spec.structure.n_state
         # initial states of every draw (held at once) + per-chunk ensemble workspace
         mem = 8.0 * draws * n_state * 2 + 8.0 * min(draws, options.chunk) * n_state * 40
-        return Cost(mem, _SECONDS_PER_DRAW * draws, f"{draws} trajectories")
+        per_draw = _SECONDS_PER_DRAW
+        if max(spec.structure.K, spec.structure.M) > EXPANDED_MAX:
+            t_end = float(options.t_end or default_ode_t_end(spec))
+            per_draw = max(per_draw, _loop_seconds_per_draw(spec, t_end))
+        return Cost(mem, per_draw * draws, f"{draws} trajectories")
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
                  executor: Executor | None, options: OdeOptions) -> CollapseResult:
