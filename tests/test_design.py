@@ -239,26 +239,26 @@ def test_multi_start_runs_share_the_budget_and_are_deterministic():
 
 
 def test_geometric_path_base_variance_is_searched():
-    """sigma0^2 of the geometric path's base as one more parameter (problem sigma0^2 = 2,
-    searched in [0.5, 4]; a narrower base lowers P steeply at A = 9): the designed problem
-    carries it, its P is that of the returned spec and below the grid cell's at sigma0^2 = 2,
+    """sigma0^2 of the geometric path's base as one more parameter (problem sigma0^2 = 3,
+    searched in [1, 8]; a narrower base lowers P steeply at A = 9): the designed problem
+    carries it, its P is that of the returned spec and below the grid cell's at sigma0^2 = 3,
     and no sigma0^2 of an independent scan at interior values with the designed schedule does
     better (up to the final error bounds and the search's resolution)."""
     from derivations.spec import AnnealingPath
-    spec = symmetric_bimodal(A).replace(path=AnnealingPath("geometric", 2.0))
+    spec = symmetric_bimodal(A).replace(path=AnnealingPath("geometric", 3.0))
     r = design_schedule(spec, D, 10.0, "exponential", max_evaluations=6,
                         grid_T0=(20.0,), grid_fractions=(1.0,), n_refine=1,
                         search_options=SEARCH, final_options=FINAL,
-                        base_variance=(0.5, 4.0))
+                        base_variance=(1.0, 8.0))
     bv = r.spec.path.base_variance
-    assert r.spec.path.kind == "geometric" and 0.5 <= bv <= 4.0
+    assert r.spec.path.kind == "geometric" and 1.0 <= bv <= 8.0
     assert len(r.parameters) == 3 and r.parameters[-1] == pytest.approx(math.log10(bv))
     again = collapse_probability(ProblemSpec.from_json(r.spec.to_json()), D, "separatrix",
                                  **FINAL)
     assert abs(again.p - r.p) <= 1e-12
     assert r.p < r.grid["best"]["p"]
     scan = [collapse_probability(r.spec.replace(path=AnnealingPath("geometric", v)), D,
-                                 "separatrix", **FINAL) for v in (0.7, 1.4)]
+                                 "separatrix", **FINAL) for v in (1.4, 2.5)]
     p_scan, e_scan = min((c.p, c.details["error_bound"]) for c in scan)
     assert r.p <= p_scan + e_scan + r.error_bound + 2 * r.search_uncertainty
     with pytest.raises(ValueError, match="^base_variance:"):
