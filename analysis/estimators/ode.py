@@ -176,6 +176,10 @@ class OdeEstimator(CollapseEstimator):
         details["between_modes"] = int(sum(int(np.count_nonzero(p[7])) for p in parts))
         notes = ["exact finite-d initial law; reduced ODE integrated until stationary "
                  "(|dy/dt| < 1e-7 after the schedule settled)", *more]
+        if max(spec.structure.K, spec.structure.M) > EXPANDED_MAX:
+            notes.append("loop-form engine (K or M > 3): Gaussian softmax expectations by the "
+                         "n-D product rule of solvers.softmax (absolute error <= 1e-8 for "
+                         "n - 1 <= 4 logits, <= 1e-6 above)")
         prop = proportion(int(collapsed.sum()), int(collapsed.size))
         return CollapseResult(
             self.name, prop.p, prop.ci, prop.k, prop.n, d, spec.to_dict(),
