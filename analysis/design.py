@@ -370,7 +370,9 @@ class DesignResult:
     resolution at which the search told candidates apart.
     ``evaluations``: objective evaluations by stage (``grid``, ``initial``, ``optimizer``,
     ``final``); ``n_evaluations`` their total.  ``grid``: the comparison grid (cells with
-    T0, tau, search p) and its best cell re-evaluated like the optimum.
+    T0, tau, search p) and its best cell re-evaluated like the optimum.  ``optimizer``: name,
+    dimension, bounds and, for Nelder-Mead, ``starts`` (one entry per local search: ``x0``,
+    ``p0``, the end point ``x`` and value ``p``, ``evaluations``, ``message``).
     """
 
     family: str

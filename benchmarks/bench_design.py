@@ -8,6 +8,17 @@ budget, per family (:func:`analysis.design.pareto_front`), on the symmetric bimo
 for the others (piecewise, free).  Prints a table (P with its error bound, the schedule, the
 best (T0, tau) grid cell, evaluations, wall time) and appends one JSON row per design to
 ``--out`` as it goes.
+
+Measured (``--budgets 10,30,100 --evals 40,80``, multi-start designer), P at budgets
+10 / 30 / 100:
+
+    A   d     exponential              linear                   piecewise                free
+    9   1e3   0.0404 0.0290 0.0163     0.0346 0.0205 0.0127     0.0286 0.0128 0.00717    0.0288 0.0128 0.00722
+    9   1e5   0.00917 0.00692 0.00364  0.00828 0.00454 0.00255  0.00733 0.00284 0.00135  0.00733 0.00278 0.00135
+    16  1e3   0.103 0.0744 0.0483      0.0881 0.0605 0.0443     0.0688 0.0404 0.0277     0.0688 0.0407 0.0281
+    16  1e5   0.0469 0.0339 0.0203     0.0399 0.0249 0.0170     0.0324 0.0158 0.0103     0.0328 0.0159 0.0104
+
+(no annealing: 0.0531, 0.0110, 0.151, 0.0619).
 """
 
 from __future__ import annotations
