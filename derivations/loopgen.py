@@ -34,7 +34,7 @@ from pathlib import Path
 import sympy as sp
 
 from .atomic import atomic_write
-from .codegen import NumbaPrinter, cache_dir
+from .codegen import NumbaPrinter, _load_module, cache_dir
 from .loops import LoopModel, derive_loops
 from .spec import ModelStructure
 
@@ -303,19 +303,7 @@ class CompiledLoopModel:
         if generated:
             atomic_write(path, generate_loop_source(derive_loops(self.structure), kind))
         t1 = time.perf_counter()
-        name = path.stem
-        if name in sys.modules:
-            mod = sys.modules[name]
-        else:
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[name] = mod
-            try:
-                spec.loader.exec_module(mod)
-            except BaseException:
-                del sys.modules[name]
-                raise
+        mod = _load_module(path, path.stem)
         t2 = time.perf_counter()
         self.timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
                               "generated": generated}

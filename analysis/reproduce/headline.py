@@ -95,16 +95,13 @@ QUICK = Plan(T0s=(3.0, 25.0), taus=(3.0, 30.0), sep_tol=1e-3, sep_eps_per_decade
 @figure_job("phase", full=FULL, quick=QUICK,
             summary="P(collapse) over (T0, tau), exponential schedule: separatrix heat map, ode and R^d SGD cells")
 def _phase(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
-    results_dir = ctx.results_dir
-    progress = ctx.progress
     from ..collapse import collapse_probability
     from ..phase import apply_cell, collapse_sweep
     base = symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0))
     opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
     res = collapse_sweep(base, {"T0": plan.T0s, "tau": plan.taus}, d=plan.d,
-                         method="separatrix", out_dir=results_dir / "phase_T0_tau",
-                         options=opts, progress=progress)
+                         method="separatrix", out_dir=ctx.results("phase_T0_tau"),
+                         options=opts, progress=ctx.progress)
     p = res.scalar("p")
     overlay, points = [], []
     for i, (T0, tau) in enumerate(plan.ode_cells):
@@ -115,7 +112,7 @@ def _phase(plan: Plan, ctx: FigureContext) -> Path:
     for i, (T0, tau) in enumerate(plan.mc_cells):
         spec = apply_cell(base, {"T0": T0, "tau": tau})
         r = collapse_probability(spec, plan.mc_d, "montecarlo", draws=plan.mc_seeds,
-                                 seed=200 + i, eta=plan.eta, n=8, progress=progress)
+                                 seed=200 + i, eta=plan.eta, n=8, progress=ctx.progress)
         overlay.append({"x": T0, "y": tau, "p": r.p, "lo": r.ci[0], "hi": r.ci[1],
                         "label": f"SGD in R^d (eta={plan.eta}, d={plan.mc_d})", "color": "C3",
                         "offset": 30})
@@ -126,7 +123,7 @@ def _phase(plan: Plan, ctx: FigureContext) -> Path:
         ylabel="tau (schedule time scale)",
         title=f"P(collapse), exponential schedule, A={plan.A:g}, d={plan.d} (separatrix)",
         overlay=overlay, cut_index=cut, cut_label=f"cut at tau = {plan.taus[cut]:g}")
-    return save_figure(fig, out_dir / "phase_T0_tau.png", {
+    return save_figure(fig, ctx.out_dir / "phase_T0_tau.png", {
         "plan": asdict(plan), "spec": base.to_dict(), "T0": plan.T0s, "tau": plan.taus,
         "p_separatrix": p, "overlay": overlay, "montecarlo": points})
 
@@ -134,7 +131,6 @@ def _phase(plan: Plan, ctx: FigureContext) -> Path:
 @figure_job("vs_d", full=FULL, quick=QUICK,
             summary="P(collapse) against d, with and without annealing, with power-law fits")
 def _vs_d(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
     from ..collapse import collapse_probability, separatrix_vs_d
     curves, points, params = [], [], {"plan": asdict(plan)}
     for label, sch in (("no annealing", ConstantSchedule(1.0)),
@@ -153,13 +149,12 @@ def _vs_d(plan: Plan, ctx: FigureContext) -> Path:
                          "error_bound": err, "power_law": {"exponent": fit[0], "prefactor": fit[1]},
                          "ode": [r.to_dict() for r in ode], "monotone": bool(table["monotone"].all())}
     fig = plot_collapse_vs_d(curves, points, title=f"symmetric bimodal, A={plan.A:g}")
-    return save_figure(fig, out_dir / "collapse_vs_d.png", params)
+    return save_figure(fig, ctx.out_dir / "collapse_vs_d.png", params)
 
 
 @figure_job("trajectories", full=FULL, quick=QUICK,
             summary="Q(t), R(t): reduced ODE against the d-dimensional flow and SGD runs")
 def _trajectories(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
     from ..montecarlo import (
         MonteCarloConfig,
         cross_check,
@@ -186,7 +181,7 @@ def _trajectories(plan: Plan, ctx: FigureContext) -> Path:
         axr.plot(sgd.t, sgd.R[:, :, k, 0].T, color="0.5", lw=0.6, alpha=0.6)
     axr.plot([], [], color="0.5", lw=0.6, label=f"SGD runs (eta={plan.eta}, n=8): R_k1")
     axr.legend(fontsize=7, ncol=2)
-    return save_figure(fig, out_dir / "trajectories.png", {
+    return save_figure(fig, ctx.out_dir / "trajectories.png", {
         "plan": asdict(plan), "spec": spec.to_dict(), "d": d, "t_end": t_end,
         "max_deviation": cc.max_deviation, "sgd_collapsed": sgd.collapsed})
 
@@ -194,7 +189,6 @@ def _trajectories(plan: Plan, ctx: FigureContext) -> Path:
 @figure_job("bifurcation", full=FULL, quick=QUICK,
             summary="fixed points against beta (continuation), folds and branch points")
 def _bifurcation(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
     from derivations.codegen import compile_model
     from solvers.continuation import ParameterMap, trace_branches
 
@@ -206,7 +200,7 @@ def _bifurcation(plan: Plan, ctx: FigureContext) -> Path:
                              max_branches=16)
     fig = plot_bifurcation(diagram, title=f"fixed points vs beta, symmetric bimodal A={plan.bif_A:g}")
     folds = [sp.p for _, sp in diagram.special_points("fold")]
-    return save_figure(fig, out_dir / "bifurcation_beta.png", {
+    return save_figure(fig, ctx.out_dir / "bifurcation_beta.png", {
         "spec": spec.to_dict(), "beta_range": [0.05, 1.0], "folds": folds,
         "branches": len(diagram.branches)})
 
@@ -214,36 +208,32 @@ def _bifurcation(plan: Plan, ctx: FigureContext) -> Path:
 @figure_job("stability", full=FULL, quick=QUICK,
             summary="number of stable collapsed fixed points over (beta, A) with the fold curve")
 def _stability(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
-    results_dir = ctx.results_dir
-    progress = ctx.progress
     from ..phase import fold_curve, stability_sweep
     spec = symmetric_bimodal(plan.A)
-    res = stability_sweep(spec, plan.betas, plan.As, out_dir=results_dir / "stability_beta_A",
-                          progress=progress)
+    res = stability_sweep(spec, plan.betas, plan.As, out_dir=ctx.results("stability_beta_A"),
+                          progress=ctx.progress)
     stable_collapsed = res.scalar("stable_collapsed")
     fold_As = np.asarray(plan.fold_As)
     fold_betas = fold_curve(spec, fold_As)
     fig = plot_stability_diagram(np.asarray(plan.betas), np.asarray(plan.As), stable_collapsed,
                                  fold_As, fold_betas,
                                  title="stable collapsed fixed points (symmetric bimodal)")
-    return save_figure(fig, out_dir / "stability_beta_A.png", {
+    return save_figure(fig, ctx.out_dir / "stability_beta_A.png", {
         "spec": spec.to_dict(), "beta": plan.betas, "A": plan.As,
         "stable_collapsed": stable_collapsed, "fold_A": fold_As, "fold_beta": fold_betas})
 
 
-def _separatrix_heatmap(plan: Plan, spec, axes: dict, name: str, results_dir: Path,
-                        out_dir: Path, progress: bool, xlabel: str, ylabel: str,
-                        title: str) -> Path:
+def _separatrix_heatmap(plan: Plan, ctx: FigureContext, spec, axes: dict, name: str,
+                        xlabel: str, ylabel: str, title: str) -> Path:
     """A two-axis separatrix sweep at d = plan.d, drawn as a heat map into ``name``.png."""
     from ..phase import collapse_sweep
     opts = {"n_eps_per_decade": plan.sep_eps_per_decade, "tol": plan.sep_tol}
     res = collapse_sweep(spec, axes, d=plan.d, method="separatrix",
-                         out_dir=results_dir / name, options=opts, progress=progress)
+                         out_dir=ctx.results(name), options=opts, progress=ctx.progress)
     (xn, xv), (yn, yv) = axes.items()
     fig = plot_collapse_heatmap(np.asarray(xv), np.asarray(yv), res.scalar("p"),
                                 xlabel=xlabel, ylabel=ylabel, title=title)
-    return save_figure(fig, out_dir / f"{name}.png", {
+    return save_figure(fig, ctx.out_dir / f"{name}.png", {
         "plan": asdict(plan), "spec": spec.to_dict(), xn: xv, yn: yv,
         "p_separatrix": res.scalar("p")})
 
@@ -251,46 +241,37 @@ def _separatrix_heatmap(plan: Plan, spec, axes: dict, name: str, results_dir: Pa
 @figure_job("linear_schedule", full=FULL, quick=QUICK,
             summary="P(collapse) over (T0, tau) of the linear schedule (separatrix)")
 def _linear_schedule(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
-    results_dir = ctx.results_dir
-    progress = ctx.progress
     return _separatrix_heatmap(
-        plan, symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0)),
-        {"T0": plan.lin_T0s, "tau": plan.lin_taus}, "phase_linear_T0_tau", results_dir,
-        out_dir, progress, "T0 (initial temperature)", "tau (time to reach beta = 1)",
+        plan, ctx, symmetric_bimodal(plan.A, LinearSchedule(20.0, 100.0)),
+        {"T0": plan.lin_T0s, "tau": plan.lin_taus}, "phase_linear_T0_tau",
+        "T0 (initial temperature)", "tau (time to reach beta = 1)",
         f"P(collapse), linear schedule, A={plan.A:g}, d={plan.d} (separatrix)")
 
 
 @figure_job("A_sigma", full=FULL, quick=QUICK,
             summary="P(collapse) over (A, sigma_init) under the exponential schedule (separatrix)")
 def _A_sigma(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
-    results_dir = ctx.results_dir
-    progress = ctx.progress
     return _separatrix_heatmap(
-        plan, symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0)),
-        {"A": plan.sweep_As, "sigma_init": plan.sigmas}, "phase_A_sigma", results_dir,
-        out_dir, progress, "A = |mu|^2", "sigma_init",
+        plan, ctx, symmetric_bimodal(plan.A, ExponentialSchedule(20.0, 100.0)),
+        {"A": plan.sweep_As, "sigma_init": plan.sigmas}, "phase_A_sigma", "A = |mu|^2",
+        "sigma_init",
         f"P(collapse), exponential T0=20, tau=100, d={plan.d} (separatrix)")
 
 
 @figure_job("pi_A", full=FULL, quick=QUICK,
             summary="P(collapse) over (pi_1, A) of an unbalanced target (ode ensemble)")
 def _pi_A(plan: Plan, ctx: FigureContext) -> Path:
-    out_dir = ctx.out_dir
-    results_dir = ctx.results_dir
-    progress = ctx.progress
     from ..phase import collapse_sweep
     cold = symmetric_bimodal(plan.A, ConstantSchedule(1.0))
     res = collapse_sweep(cold, {"pi_1": plan.pis, "A": plan.pi_As}, d=plan.d, method="ode",
-                         draws=plan.pi_draws, seed=400, out_dir=results_dir / "phase_pi_A",
-                         progress=progress)
+                         draws=plan.pi_draws, seed=400, out_dir=ctx.results("phase_pi_A"),
+                         progress=ctx.progress)
     p = res.scalar("p")
     lo, hi = res.scalar("ci_low"), res.scalar("ci_high")
     fig = plot_collapse_heatmap(
         np.asarray(plan.pis), np.asarray(plan.pi_As), p, xlabel="pi_1 (weight of mode 1)",
         ylabel="A = |mu|^2", logx=False,
         title=f"P(collapse), no annealing, d={plan.d} (ode ensemble, {plan.pi_draws} draws)")
-    return save_figure(fig, out_dir / "phase_pi_A.png", {
+    return save_figure(fig, ctx.out_dir / "phase_pi_A.png", {
         "plan": asdict(plan), "spec": cold.to_dict(), "pi_1": plan.pis, "A": plan.pi_As,
         "p_ode": p, "ci_low": lo, "ci_high": hi})
