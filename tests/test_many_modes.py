@@ -97,3 +97,14 @@ def test_ode_cost_refuses_out_of_reach_kernels():
     from analysis.estimators import CostError
     with pytest.raises(CostError, match="more than the limit"):
         collapse_probability(orthogonal(5, 5, 9.0), 1000, "ode", draws=1000, seed=0)
+
+
+def test_ode_refuses_a_grid_the_kernel_cannot_build_by_name(capsys):
+    """K = 9 target logits of variance A: no product grid under the node limit.  Refused
+    before anything runs, naming K/M, also with --force (which only lifts the time limit)."""
+    from analysis.collapse import collapse_probability
+    with pytest.raises(ValueError, match=r"K/M: the n-D Gaussian softmax kernel"):
+        collapse_probability(orthogonal(9, 2, 9.0), 1000, "ode", draws=10, seed=0, force=True)
+    assert main(["collapse", "--preset", "orthogonal", "--K", "9", "--M", "2", "--d", "1000",
+                 "--draws", "10", "--method", "ode", "--force"]) == 2
+    assert "K/M: the n-D Gaussian softmax kernel" in capsys.readouterr().err

@@ -148,6 +148,18 @@ class OdeEstimator(CollapseEstimator):
     summary = "theory ensemble: exact finite-d initial law, reduced ODE per draw"
     Options = OdeOptions
 
+    def check(self, spec: ProblemSpec, d: int, options: OdeOptions) -> None:
+        # a kernel grid the n-D softmax rule would refuse mid-run is refused here, by name
+        K, M = spec.structure.K, spec.structure.M
+        if max(K, M) > EXPANDED_MAX:
+            t_end = float(options.t_end or default_ode_t_end(spec))
+            if not np.isfinite(_loop_seconds_per_draw(spec, t_end)):
+                from solvers.softmax import MAX_NODES
+                raise ValueError(
+                    f"K/M: the n-D Gaussian softmax kernel cannot integrate this problem "
+                    f"(K = {K}, M = {M}: its product grid would exceed {MAX_NODES:.0e} nodes); "
+                    "today the loop-form engine reaches about K <= 4 at O(1) overlaps")
+
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: OdeOptions) -> Cost:
         n_state = spec.structure.n_state
         # initial states of every draw (held at once) + per-chunk ensemble workspace
