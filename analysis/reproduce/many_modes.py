@@ -30,7 +30,7 @@ __all__ = ["OverParamPlan", "over_parameterisation_table"]
 class OverParamPlan:
     K: int = 2
     Ms: tuple[int, ...] = (2, 3, 4)
-    draws: tuple[int, ...] = (400, 200, 60)
+    draws: tuple[int, ...] = (2000, 200, 60)
     A: float = 9.0
     d: int = 1000
     schedules: tuple[str, ...] = ("constant",)
