@@ -539,6 +539,23 @@ def _load_module(path: Path, name: str) -> ModuleType:
     return module
 
 
+def load_generated(path: Path, kind: str, make_source: Callable[[], str],
+                   timings: dict) -> Callable:
+    """Function ``kind`` of the generated module at ``path``, writing ``make_source()`` there
+    first if the file is missing; records ``timings[kind]`` (seconds deriving + generating,
+    0 when cached, and importing + compiling)."""
+    t0 = time.perf_counter()
+    generated = not path.exists()
+    if generated:
+        atomic_write(path, make_source())
+    t1 = time.perf_counter()
+    module = _load_module(path, path.stem)
+    t2 = time.perf_counter()
+    timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
+                     "generated": generated}
+    return getattr(module, kind)
+
+
 @dataclass(frozen=True)
 class CompiledModel:
     """The compiled functions of one structure, generated and loaded on first access.
@@ -574,18 +591,8 @@ class CompiledModel:
         return cache_dir() / f"mfvi_{self.structure.key()}_{kind}_{key}.py"
 
     def _function(self, kind: str) -> Callable:
-        path = self.module_path(kind)
-        t0 = time.perf_counter()
-        generated = False
-        if not path.exists():
-            atomic_write(path, generate_source(self.symbolic, kind))
-            generated = True
-        t1 = time.perf_counter()
-        module = _load_module(path, path.stem)
-        t2 = time.perf_counter()
-        self.timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
-                              "generated": generated}
-        return getattr(module, kind)
+        return load_generated(self.module_path(kind), kind,
+                              lambda: generate_source(self.symbolic, kind), self.timings)
 
     @cached_property
     def rhs(self) -> Callable:

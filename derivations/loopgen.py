@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,8 +32,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from .atomic import atomic_write
-from .codegen import NumbaPrinter, _load_module, cache_dir
+from .codegen import NumbaPrinter, cache_dir, load_generated
 from .loops import LoopModel, derive_loops
 from .spec import ModelStructure
 
@@ -297,17 +295,9 @@ class CompiledLoopModel:
         return cache_dir() / f"mfvi_loops_{self.structure.key()}_{kind}_{key}.py"
 
     def _function(self, kind: str) -> Callable:
-        path = self.module_path(kind)
-        t0 = time.perf_counter()
-        generated = not path.exists()
-        if generated:
-            atomic_write(path, generate_loop_source(derive_loops(self.structure), kind))
-        t1 = time.perf_counter()
-        mod = _load_module(path, path.stem)
-        t2 = time.perf_counter()
-        self.timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
-                              "generated": generated}
-        return getattr(mod, kind)
+        return load_generated(
+            self.module_path(kind), kind,
+            lambda: generate_loop_source(derive_loops(self.structure), kind), self.timings)
 
     @cached_property
     def rhs(self) -> Callable:
