@@ -103,7 +103,7 @@ from typing import Any
 
 import numpy as np
 
-from derivations.spec import ProblemSpec, require_spec
+from derivations.spec import ProblemSpec, require_reverse_kl_fixed, require_spec
 
 from . import mc_optimisers as _opt
 from .classify import assign, classify
@@ -326,6 +326,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     classification still changed in the final window are flagged ``undecided``.
     """
     spec = require_spec(spec)
+    require_reverse_kl_fixed("spec", spec.objective, spec.family.variances)
     if not isinstance(config, MonteCarloConfig):
         raise ValueError(f"config: must be a MonteCarloConfig, got {type(config).__name__}")
     cfg = config.resolved(spec)

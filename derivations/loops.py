@@ -33,7 +33,7 @@ from functools import cache
 
 import sympy as sp
 
-from .spec import ModelStructure
+from .spec import ModelStructure, require_reverse_kl_fixed
 from .terms import LoopContext, ObjectiveTerm, active_terms
 
 __all__ = ["LoopModel", "derive_loops", "loop_context"]
@@ -100,6 +100,7 @@ def _dot(c: LoopContext, form: list, kind: str, idx: sp.Expr) -> sp.Expr:
 @cache
 def derive_loops(structure: ModelStructure) -> LoopModel:
     """The loop form of ``structure`` (memoised)."""
+    require_reverse_kl_fixed("structure", structure.objective, structure.variances)
     c = loop_context()
     K, M = structure.K, structure.M
     terms = tuple(active_terms(structure))

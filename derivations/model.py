@@ -37,7 +37,7 @@ from functools import cache
 import sympy as sp
 
 from .functions import gauss_lse
-from .spec import ModelStructure, parameter_names, state_names
+from .spec import ModelStructure, parameter_names, require_reverse_kl_fixed, state_names
 
 __all__ = ["ReducedModel", "derive"]
 
@@ -123,6 +123,7 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
+    require_reverse_kl_fixed("structure", structure.objective, structure.variances)
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path
     state = _symbols(state_names(K, M, tw))
     params = _symbols(parameter_names(K, M, tw, path))

@@ -6,8 +6,17 @@ The problem (DESIGN.md section 1):
   ``T_ab = mu_a . mu_b`` (or by the means themselves, from which T is computed);
 * family   ``q(x) = sum_k w_k N(x; m_k, s I)``, k = 1..M, means trained, weights optionally
   (through logits alpha, w = softmax(alpha));
-* path     tempering ``p^beta`` (gamma = 0) or geometric ``p^beta p0^(1-beta)`` with
-  ``p0 = N(0, sigma0^2 I)`` (gamma = 1 - beta);
+* objective ``"reverse-kl"`` (``KL(q || p_beta)``, the default) or ``"forward-kl"``
+  (``KL(p_beta || q)``, DESIGN.md section 9);
+* path     for the reverse KL: tempering ``p^beta`` (gamma = 0) or geometric
+  ``p^beta p0^(1-beta)`` with ``p0 = N(0, sigma0^2 I)`` (gamma = 1 - beta).  The forward KL
+  needs samples of the annealed target, so it takes the two paths along which ``p_beta``
+  stays an exactly samplable mixture: ``"inflation"`` (every mode's variance inflated,
+  ``p_beta = sum_a pi_a N(mu_a, Delta / beta I)``; equal to ``p^beta`` only for K = 1) and
+  ``"mixture"`` (``p_beta = beta p + (1 - beta) p0``, the arithmetic path; gamma = 1 - beta is
+  the base's weight).  At beta = 1 both are the plain forward KL;
+* variances ``"fixed"`` (the default: s is a parameter), ``"tied"`` (one common variance s,
+  trained through log s) or ``"adiabatic"`` (s held at its instantaneous optimum);
 * schedule ``beta(t)`` in (0, 1], t the gradient-flow time (t = eta * steps for GD/SGD);
 * initialisation ``m_k(0) ~ N(c_k, sigma_init^2 / d I)`` with the centres c_k given by their
   overlaps ``c_k . c_l`` and ``c_k . mu_a`` (zero by default).
@@ -21,7 +30,7 @@ State and parameter names
 -------------------------
 The reduced state is ``y = (Q_kl for k <= l, row-major; R_ka row-major; alpha_k if the
 weights train)``.  Names are ``Q_k_l``, ``R_k_a``, ``alpha_k`` (1-based).  Numeric parameters
-are ``T_a_b`` (a <= b), ``pi_a``, ``Delta``, ``s``, ``sigma0_sq`` (geometric path only) and
+are ``T_a_b`` (a <= b), ``pi_a``, ``Delta``, ``s``, ``sigma0_sq`` (geometric and mixture paths only) and
 ``w_k`` (fixed weights only).  The symbolic layer and the generated code use exactly these
 names (see :func:`state_names`, :func:`parameter_names`), which is how a specification is
 turned into the parameter vector of a compiled model.
@@ -60,7 +69,57 @@ __all__ = [
     "parameter_names",
     "schedule_from_dict",
     "SCHEDULE_CODES",
+    "OBJECTIVES",
+    "OBJECTIVE_PATHS",
+    "PATHS",
+    "BASE_PATHS",
+    "VARIANCES",
+    "check_objective",
+    "require_reverse_kl_fixed",
 ]
+
+#: The objectives, and the annealing paths each one accepts (DESIGN.md sections 1 and 9).
+OBJECTIVE_PATHS: dict[str, tuple[str, ...]] = {
+    "reverse-kl": ("tempering", "geometric"),
+    "forward-kl": ("inflation", "mixture"),
+}
+OBJECTIVES: tuple[str, ...] = tuple(OBJECTIVE_PATHS)
+#: Every annealing path; those with a base p0 = N(0, sigma0^2 I) (parameter sigma0_sq).
+PATHS: tuple[str, ...] = ("tempering", "geometric", "inflation", "mixture")
+BASE_PATHS: tuple[str, ...] = ("geometric", "mixture")
+#: How the component variance s is treated: a parameter, one trained common variance
+#: (log-parameterised), or held at its instantaneous optimum.
+VARIANCES: tuple[str, ...] = ("fixed", "tied", "adiabatic")
+
+
+def require_reverse_kl_fixed(name: str, objective: str, variances: str) -> None:
+    """Raise a ValueError naming ``name`` unless the problem is the reverse KL with fixed
+    variances: the guard of the code paths that implement only that objective."""
+    if objective != "reverse-kl":
+        raise ValueError(f"{name}: the {objective} objective is not implemented here (only "
+                         "reverse-kl)")
+    if variances != "fixed":
+        raise ValueError(f"{name}: variances={variances!r} is not implemented here (only fixed)")
+
+
+def check_objective(name: str, objective: Any, path: Any, variances: Any = "fixed") -> None:
+    """Raise a ValueError naming ``name`` unless the objective is known and accepts the path
+    (and the variance treatment)."""
+    if objective not in OBJECTIVE_PATHS:
+        raise ValueError(f"{name}: the objective must be one of "
+                         f"{', '.join(map(repr, OBJECTIVES))}, got {objective!r}")
+    if path not in OBJECTIVE_PATHS[objective]:
+        hint = ("the forward KL needs samples of the annealed target, which p^beta and the "
+                "geometric path do not give; use 'inflation' or 'mixture'"
+                if objective == "forward-kl" else
+                "the inflation and mixture paths are the forward KL's")
+        raise ValueError(f"{name}: the {objective} objective takes the paths "
+                         f"{', '.join(map(repr, OBJECTIVE_PATHS[objective]))}, got {path!r} "
+                         f"({hint})")
+    if variances not in VARIANCES:
+        raise ValueError(f"{name}: variances must be one of {', '.join(map(repr, VARIANCES))}, "
+                         f"got {variances!r}")
+
 
 _SYM_TOL = 1e-10
 _PSD_TOL = 1e-10
@@ -219,13 +278,17 @@ class VariationalFamily:
     """Family ``q(x) = sum_k w_k N(x; m_k, s I)`` with M components.
 
     ``weights`` are the (initial, if trainable) mixture weights; ``train_weights`` switches on
-    the logit dynamics ``dalpha/dt = -dF/dalpha`` with ``w = softmax(alpha)``.
+    the logit dynamics ``dalpha/dt = -dF/dalpha`` with ``w = softmax(alpha)``.  ``variances``
+    (:data:`VARIANCES`): ``"fixed"`` (s = ``variance`` throughout), ``"tied"`` (one common
+    variance trained through log s, starting at ``variance``) or ``"adiabatic"`` (s at its
+    instantaneous optimum; ``variance`` unused).
     """
 
     n_components: int
     weights: tuple[float, ...] | None = None
     variance: float = 1.0
     train_weights: bool = False
+    variances: str = "fixed"
 
     def __post_init__(self) -> None:
         M = self.n_components
@@ -240,6 +303,9 @@ class VariationalFamily:
         if not isinstance(self.train_weights, (bool, np.bool_)):
             raise ValueError(f"family.train_weights: must be a bool, got {self.train_weights!r}")
         object.__setattr__(self, "train_weights", bool(self.train_weights))
+        if self.variances not in VARIANCES:
+            raise ValueError(f"family.variances: must be one of {', '.join(map(repr, VARIANCES))}"
+                             f", got {self.variances!r}")
 
     @property
     def M(self) -> int:
@@ -252,28 +318,33 @@ class VariationalFamily:
 
 @dataclass(frozen=True)
 class AnnealingPath:
-    """Annealing path: ``"tempering"`` (gamma = 0) or ``"geometric"`` (gamma = 1 - beta).
+    """Annealing path (see :data:`PATHS`): ``"tempering"`` (gamma = 0) or ``"geometric"``
+    (gamma = 1 - beta) for the reverse KL; ``"inflation"`` (gamma = 0) or ``"mixture"``
+    (gamma = 1 - beta, the base's weight in ``beta p + (1 - beta) p0``) for the forward KL.
 
-    ``base_variance`` is sigma0^2 of the base ``p0 = N(0, sigma0^2 I)``; geometric only.
+    ``base_variance`` is sigma0^2 of the base ``p0 = N(0, sigma0^2 I)``; geometric and mixture
+    paths only.
     """
 
     kind: str = "tempering"
     base_variance: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("tempering", "geometric"):
-            raise ValueError(f"path.kind: must be 'tempering' or 'geometric', got {self.kind!r}")
-        if self.kind == "geometric":
+        if self.kind not in PATHS:
+            raise ValueError(f"path.kind: must be one of {', '.join(map(repr, PATHS))}, "
+                             f"got {self.kind!r}")
+        if self.kind in BASE_PATHS:
             bv = 1.0 if self.base_variance is None else self.base_variance
             object.__setattr__(self, "base_variance", _positive("path.base_variance", bv))
         elif self.base_variance is not None:
-            raise ValueError("path.base_variance: only meaningful for the geometric path")
+            raise ValueError("path.base_variance: only meaningful for the geometric and mixture "
+                             "paths")
 
     def gamma(self, beta: Any) -> Any:
-        """Weight of ``E_q log p0`` in F: ``gamma(beta) = 1 - beta`` (geometric) or 0
-        (tempering); beta a float or an array (elementwise, same shape)."""
+        """Weight of the base ``p0`` in F: ``gamma(beta) = 1 - beta`` (geometric, mixture) or 0
+        (tempering, inflation); beta a float or an array (elementwise, same shape)."""
         b = np.asarray(beta, dtype=float)
-        g = (1.0 - b) if self.kind == "geometric" else np.zeros_like(b)
+        g = (1.0 - b) if self.kind in BASE_PATHS else np.zeros_like(b)
         return float(g) if g.ndim == 0 else g
 
 
@@ -696,19 +767,30 @@ class ModelStructure:
     M: int
     train_weights: bool = False
     path: str = "tempering"
+    objective: str = "reverse-kl"
+    variances: str = "fixed"
 
     def __post_init__(self) -> None:
         for name in ("K", "M"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"structure.{name}: must be an integer >= 1, got {v!r}")
-        if self.path not in ("tempering", "geometric"):
-            raise ValueError(f"structure.path: must be 'tempering' or 'geometric', got {self.path!r}")
+        if self.path not in PATHS:
+            raise ValueError(f"structure.path: must be one of {', '.join(map(repr, PATHS))}, "
+                             f"got {self.path!r}")
         if not isinstance(self.train_weights, (bool, np.bool_)):
             raise ValueError(f"structure.train_weights: must be a bool, got {self.train_weights!r}")
+        check_objective("structure.objective", self.objective, self.path, self.variances)
 
     def key(self) -> str:
-        return f"K{self.K}_M{self.M}_{'tw' if self.train_weights else 'fw'}_{self.path}"
+        """File-name key of the structure (the reverse KL with fixed variances keeps the keys
+        it had before the other objectives and variance treatments existed)."""
+        key = f"K{self.K}_M{self.M}_{'tw' if self.train_weights else 'fw'}_{self.path}"
+        if self.objective != "reverse-kl":
+            key += "_" + self.objective.replace("-", "")
+        if self.variances != "fixed":
+            key += "_var" + self.variances
+        return key
 
     @property
     def state_names(self) -> list[str]:
@@ -739,7 +821,7 @@ def parameter_names(K: int, M: int, train_weights: bool, path: str) -> list[str]
     names = [f"T_{a}_{b}" for a in range(1, K + 1) for b in range(a, K + 1)]
     names += [f"pi_{a}" for a in range(1, K + 1)]
     names += ["Delta", "s"]
-    if path == "geometric":
+    if path in BASE_PATHS:
         names.append("sigma0_sq")
     if not train_weights:
         names += [f"w_{k}" for k in range(1, M + 1)]
@@ -755,6 +837,7 @@ class ProblemSpec:
     path: AnnealingPath = field(default_factory=AnnealingPath)
     schedule: Schedule = field(default_factory=ConstantSchedule)
     init: Initialisation = field(default_factory=Initialisation)
+    objective: str = "reverse-kl"
 
     def __post_init__(self) -> None:
         checks = [("target", TargetMixture), ("family", VariationalFamily),
@@ -766,6 +849,7 @@ class ProblemSpec:
                 SCHEDULES.get(getattr(self.schedule, "kind", None)) is not type(self.schedule):
             raise ValueError(f"schedule: must be a registered schedule ({sorted(SCHEDULES)}), "
                              f"got {type(self.schedule).__name__}")
+        check_objective("objective", self.objective, self.path.kind, self.family.variances)
         if self.init.centre_gram is not None:
             M, K = self.family.M, self.target.K
             cg, co = np.array(self.init.centre_gram), np.array(self.init.centre_overlaps)
@@ -782,7 +866,7 @@ class ProblemSpec:
     @property
     def structure(self) -> ModelStructure:
         return ModelStructure(self.target.K, self.family.M, self.family.train_weights,
-                              self.path.kind)
+                              self.path.kind, self.objective, self.family.variances)
 
     def parameter_values(self) -> dict[str, float]:
         """Numeric parameters by name (see :func:`parameter_names`)."""
@@ -796,7 +880,7 @@ class ProblemSpec:
             vals[f"pi_{a + 1}"] = self.target.weights[a]
         vals["Delta"] = self.target.variance
         vals["s"] = self.family.variance
-        if self.path.kind == "geometric":
+        if self.path.kind in BASE_PATHS:
             vals["sigma0_sq"] = float(self.path.base_variance)
         if not self.family.train_weights:
             for k in range(M):
@@ -827,8 +911,10 @@ class ProblemSpec:
                        "variance": t.variance,
                        "means": None if t.means is None else [list(r) for r in t.means]},
             "family": {"n_components": f.n_components, "weights": list(f.weights),
-                       "variance": f.variance, "train_weights": f.train_weights},
+                       "variance": f.variance, "train_weights": f.train_weights,
+                       "variances": f.variances},
             "path": {"kind": p.kind, "base_variance": p.base_variance},
+            "objective": self.objective,
             "schedule": self.schedule.to_dict(),
             "init": {"sigma_init": i.sigma_init,
                      "centre_gram": None if i.centre_gram is None else [list(r) for r in i.centre_gram],
@@ -844,10 +930,10 @@ class ProblemSpec:
             raise ValueError(f"specification: must be a JSON object, got {type(d).__name__}")
         sections = {"target": TargetMixture, "family": VariationalFamily, "path": AnnealingPath,
                     "init": Initialisation}
-        unknown = sorted(set(d) - set(sections) - {"schedule"}, key=str)
+        unknown = sorted(set(d) - set(sections) - {"schedule", "objective"}, key=str)
         if unknown:
             raise ValueError(f"specification: unknown section {unknown[0]!r} (sections: "
-                             f"target, family, path, schedule, init)")
+                             f"target, family, path, schedule, init, objective)")
         parts = {}
         for name, section_cls in sections.items():
             if name not in d:
@@ -855,7 +941,11 @@ class ProblemSpec:
             parts[name] = _section(section_cls, name, d[name])
         if "schedule" not in d:
             raise ValueError("specification: missing section 'schedule'")
-        return cls(schedule=schedule_from_dict(d["schedule"]), **parts)
+        # "objective" may be missing: specifications written before it existed are reverse KL
+        objective = d.get("objective", "reverse-kl")
+        if not isinstance(objective, str):
+            raise ValueError(f"objective: must be a string, got {objective!r}")
+        return cls(schedule=schedule_from_dict(d["schedule"]), objective=objective, **parts)
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)

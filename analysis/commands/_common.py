@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 PRESETS = ("symmetric-bimodal", "orthogonal", "simplex")
+# the spec module is plain Python + NumPy: cheap to import for the choices of the flags
+from derivations.spec import OBJECTIVE_PATHS, OBJECTIVES, PATHS, VARIANCES  # noqa: E402
 
 #: Figure formats ``--plot`` accepts (matplotlib's raster and vector writers).
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".eps", ".ps", ".jpg", ".jpeg")
@@ -79,7 +81,8 @@ def add_problem_arguments(p: argparse.ArgumentParser, schedule_default: str = "c
                    help="problem specification in the ProblemSpec.to_json format (write one "
                         "with `mfvi spec`); the options below override its fields")
     g.add_argument("--preset", choices=PRESETS, default=None,
-                   help="problem preset (default symmetric-bimodal unless --spec); "
+                   help="problem preset (default symmetric-bimodal unless --spec, or "
+                        "orthogonal if --K or --M is given other than 2); "
                         "orthogonal: K orthogonal modes T = A I; simplex: K equiangular "
                         "centred modes; both with --K modes and --M components")
     g.add_argument("--K", type=positive_int, default=None,
@@ -95,12 +98,24 @@ def add_problem_arguments(p: argparse.ArgumentParser, schedule_default: str = "c
                    help="component variance s (default 1)")
     g.add_argument("--sigma-init", type=positive_float, default=None,
                    help="initialisation scale: m_k(0) ~ N(0, sigma_init^2/d I) (default 1)")
-    g.add_argument("--path", choices=("tempering", "geometric"), default=None,
-                   help="annealing path (default tempering)")
+    g.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="objective: reverse-kl KL(q || p_beta) or forward-kl KL(p_beta || q) "
+                        "(default reverse-kl, or that of --spec)")
+    g.add_argument("--path", choices=PATHS, default=None,
+                   help="annealing path: tempering or geometric for the reverse KL (default "
+                        "tempering); inflation (p_beta = sum_a pi_a N(mu_a, Delta/beta I)) or "
+                        "mixture (p_beta = beta p + (1 - beta) p0) for the forward KL "
+                        "(default inflation)")
     g.add_argument("--sigma0-sq", type=positive_float, default=None,
-                   help="base variance sigma0^2 of the geometric path (default 1)")
+                   help="base variance sigma0^2 of the geometric and mixture paths (default 1)")
     g.add_argument("--trainable-weights", action="store_true", default=None,
                    help="train the mixture weights")
+    g.add_argument("--variances", choices=VARIANCES, default=None,
+                   help="component variance: fixed (s, the default), tied (one common "
+                        "variance trained through log s, starting at s) or adiabatic (s at its "
+                        "instantaneous optimum)")
+    g.add_argument("--trainable-variances", action="store_true", default=None,
+                   help="train the variance: the same as --variances tied")
     s = p.add_argument_group("schedule")
     s.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
                    help=f"annealing schedule (default {schedule_default}, or that of --spec)")
@@ -158,7 +173,6 @@ def schedule_from_args(args: argparse.Namespace, kind: str) -> Any:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The specification: ``--spec`` (or the preset) with the given options applied."""
     from derivations.spec import (
-        AnnealingPath,
         ProblemSpec,
         TargetMixture,
         VariationalFamily,
@@ -178,7 +192,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise CommandError(f"--spec: {args.spec}: {exc}") from None
     else:
-        preset = args.preset or "symmetric-bimodal"
+        preset = args.preset
+        if preset is None:
+            # --K/--M other than 2 without a preset: the orthogonal preset has any K and M
+            sizes_given = {args.K, args.M} - {None, 2}
+            preset = "orthogonal" if sizes_given else "symmetric-bimodal"
         A = 9.0 if args.A is None else args.A
         if preset == "symmetric-bimodal":
             if args.K not in (None, 2) or args.M not in (None, 2):
@@ -204,23 +222,49 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         t = spec.target
     if args.Delta is not None:
         spec = spec.replace(target=TargetMixture(t.gram, t.weights, args.Delta))
-    if args.s is not None or args.trainable_weights:
-        spec = spec.replace(family=VariationalFamily(
-            f.n_components, f.weights, f.variance if args.s is None else args.s,
-            bool(args.trainable_weights) or f.train_weights))
     if args.sigma_init is not None:
         i = spec.init
         spec = spec.replace(init=type(i)(args.sigma_init, i.centre_gram, i.centre_overlaps))
-    if args.path is not None or args.sigma0_sq is not None:
-        kind = args.path or spec.path.kind
-        if kind == "geometric":
-            bv = args.sigma0_sq if args.sigma0_sq is not None else (spec.path.base_variance or 1.0)
-            spec = spec.replace(path=AnnealingPath("geometric", bv))
-        elif args.sigma0_sq is not None:
-            raise CommandError("--sigma0-sq: only with --path geometric")
-        else:
-            spec = spec.replace(path=AnnealingPath("tempering"))
+    variances = getattr(args, "variances", None)
+    if getattr(args, "trainable_variances", None):
+        if variances not in (None, "tied"):
+            raise CommandError(f"--trainable-variances: contradicts --variances {variances}")
+        variances = "tied"
+    if args.s is not None or args.trainable_weights or variances is not None:
+        spec = spec.replace(family=VariationalFamily(
+            f.n_components, f.weights, f.variance if args.s is None else args.s,
+            bool(args.trainable_weights) or f.train_weights,
+            f.variances if variances is None else variances))
+    objective = getattr(args, "objective", None) or spec.objective
+    if objective != spec.objective or args.path is not None or args.sigma0_sq is not None:
+        spec = _with_objective_and_path(spec, objective, args)
     return spec
+
+
+def _with_objective_and_path(spec: Any, objective: str, args: argparse.Namespace) -> Any:
+    """``spec`` with the objective and the path of the options: a path the objective does not
+    take is an error naming --path; without --path the objective's first path is used when the
+    spec's own path does not suit it (the forward KL: inflation)."""
+    from derivations.spec import BASE_PATHS, AnnealingPath
+    kind = args.path
+    if kind is None:
+        kind = spec.path.kind
+        if kind not in OBJECTIVE_PATHS[objective]:
+            kind = OBJECTIVE_PATHS[objective][0]
+    elif kind not in OBJECTIVE_PATHS[objective]:
+        raise CommandError(f"--path: the {objective} objective takes "
+                           f"{' or '.join(OBJECTIVE_PATHS[objective])}, got {kind}")
+    if kind in BASE_PATHS:
+        bv = args.sigma0_sq if args.sigma0_sq is not None else (spec.path.base_variance or 1.0)
+        path = AnnealingPath(kind, bv)
+    elif args.sigma0_sq is not None:
+        raise CommandError(f"--sigma0-sq: only with --path {' or '.join(BASE_PATHS)}")
+    else:
+        path = AnnealingPath(kind)
+    try:
+        return spec.replace(objective=objective, path=path)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------------------
