@@ -69,7 +69,7 @@ def test_collapse_command_many_modes(capsys):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["--K", "3"], "symmetric-bimodal preset has K = M = 2"),
+    (["--preset", "symmetric-bimodal", "--K", "3"], "symmetric-bimodal preset has K = M = 2"),
     (["--preset", "simplex", "--K", "1"], "K: must be an integer >= 2"),
 ])
 def test_collapse_command_bad_sizes(argv, msg, capsys):
