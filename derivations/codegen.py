@@ -500,7 +500,7 @@ def _package_version() -> str:
 def _dependency_digest() -> str:
     h = hashlib.sha256()
     for mod in ("solvers.quadrature", "solvers.signatures", "derivations.codegen",
-                "derivations.model", "derivations.functions"):
+                "derivations.model", "derivations.forward_kl", "derivations.functions"):
         spec = importlib.util.find_spec(mod)
         if spec is None or spec.origin is None:
             raise RuntimeError(f"cannot locate {mod}: is the package installed?")
