@@ -286,3 +286,71 @@ def test_derive_latex_prints_the_forward_kl_objective():
     obj = text.split(r"\subsection*{Objective}")[1].split(r"\subsection*")[0]
     assert r"\mathcal{L}" in obj
     assert r"\frac{Q_{11}}{\beta} - \frac{2 Q_{12}}{\beta} + \frac{Q_{22}}{\beta}" in obj
+
+
+# ------------------------------------------------------------------------------------------
+# estimators: declared objectives, and the ones that cover the forward KL run
+# ------------------------------------------------------------------------------------------
+
+def _symmetric_forward(path: str = "inflation") -> ProblemSpec:
+    from derivations.spec import symmetric_bimodal
+    return symmetric_bimodal(9.0).replace(
+        objective="forward-kl",
+        path=AnnealingPath("mixture", 2.0) if path == "mixture" else AnnealingPath(path))
+
+
+def test_estimators_refuse_objectives_and_variances_they_do_not_declare():
+    from analysis.estimators import ESTIMATORS
+    from analysis.estimators.base import parse_options
+    from derivations.spec import symmetric_bimodal
+    fwd = _symmetric_forward()
+    base = symmetric_bimodal(9.0)
+    tied = base.replace(family=VariationalFamily(2, (0.5, 0.5), 1.0, variances="tied"))
+    assert "forward-kl" in ESTIMATORS["ode"].objectives
+    assert "forward-kl" in ESTIMATORS["linear"].objectives
+    refused = 0
+    for name, cls in ESTIMATORS.items():
+        opts = parse_options(cls.Options, name, {})
+        for spec, attr, value in ((fwd, "objectives", "forward-kl"),
+                                  (tied, "variances", "tied")):
+            if value in getattr(cls, attr):
+                continue
+            refused += 1
+            key = "objective" if attr == "objectives" else "variances"
+            with pytest.raises(ValueError, match=f"{key}: the {name} estimator covers"):
+                cls().check(spec, 20, opts)
+    assert refused >= 4
+
+
+def test_ode_and_linear_estimators_run_on_the_forward_kl():
+    from analysis.collapse import collapse_probability
+    spec = _symmetric_forward()
+    res = collapse_probability(spec, 20, method="ode", draws=40, seed=0)
+    assert res.n == 40 and res.params["objective"] == "forward-kl"
+    # from small overlaps the forward-KL flow reaches q = p (the split state) in every draw:
+    # the mode-covering objective has no stable collapsed state on this target
+    assert res.k == 0, res
+    lin = collapse_probability(spec, 20, method="linear", draws=1)
+    assert 0.0 <= lin.p < 0.5
+    with pytest.raises(ValueError, match="expanded engine only"):
+        from derivations.spec import PRESETS
+        four = PRESETS["orthogonal"](4, 4, 9.0).replace(objective="forward-kl",
+                                                       path=AnnealingPath("inflation"))
+        collapse_probability(four, 20, method="ode", draws=2, seed=0)
+
+
+def test_fixed_points_command_finds_q_equal_p():
+    import json
+
+    from analysis.cli import main
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["fixed-points", "--objective", "forward-kl", "--json", "--starts", "8"])
+    assert rc == 0
+    out = json.loads(buf.getvalue())
+    pts = out["fixed_points"] if isinstance(out, dict) else out
+    stable_split = [p for p in pts if p["label"] == "split" and p["stable"]]
+    assert stable_split
+    for p in stable_split:                       # q = p: Q = T = R (up to the exchange k <-> l)
+        Q = np.array(p["Q"])
+        np.testing.assert_allclose(Q, [[9.0, -9.0], [-9.0, 9.0]], atol=1e-6)
