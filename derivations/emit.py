@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .model import ReducedModel
-from .spec import ModelStructure
+from .spec import BASE_PATHS, ModelStructure
 
 __all__ = ["Equation", "equations", "to_latex", "to_markdown", "preset_substitutions",
            "symbol_latex_names"]
@@ -110,7 +110,7 @@ def equations(model: ReducedModel, subs: dict | None = None, expanded: bool = Tr
     eqs.append(Equation("ODEs", r"\frac{dR}{dt}", r"-\left(G R + H T\right)"))
     if st.train_weights:
         eqs.append(Equation("ODEs", r"\frac{d\alpha_k}{dt}", r"-\frac{\partial F}{\partial \alpha_k}"))
-    if st.path == "geometric":
+    if st.path in BASE_PATHS:
         eqs.append(Equation("ODEs", r"\gamma", r"1 - \beta"))
     else:
         eqs.append(Equation("ODEs", r"\gamma", "0"))
@@ -129,7 +129,8 @@ def equations(model: ReducedModel, subs: dict | None = None, expanded: bool = Tr
 def _title(model: ReducedModel, preset: str | None) -> str:
     st = model.structure
     what = (f"K = {st.K} target modes, M = {st.M} components, "
-            f"{'trainable' if st.train_weights else 'fixed'} weights, {st.path} path")
+            f"{'trainable' if st.train_weights else 'fixed'} weights, {st.path} path"
+            + (", forward KL" if st.objective == "forward-kl" else ""))
     return f"Preset {preset} ({what})" if preset else what
 
 
@@ -161,7 +162,7 @@ def to_markdown(model: ReducedModel, preset: str | None = None, expanded: bool =
            "State: $Q_{kl} = m_k \\cdot m_l$, $R_{ka} = m_k \\cdot \\mu_a$"
            + (", logits $\\alpha_k$ with $w = \\mathrm{softmax}(\\alpha)$" if st.train_weights else "")
            + "; parameters $T_{ab} = \\mu_a \\cdot \\mu_b$, $\\pi_a$, $\\Delta$, $s$"
-           + (", $\\sigma_0^2$" if st.path == "geometric" else "")
+           + (", $\\sigma_0^2$" if st.path in BASE_PATHS else "")
            + ". Time $t$ is the gradient-flow time; $G_{kl} = \\partial F/\\partial Q_{kl} + "
              "\\partial F/\\partial Q_{lk}$, $H_{ka} = \\partial F/\\partial R_{ka}$.", "",
            SPECIAL_FUNCTIONS_MD, ""]

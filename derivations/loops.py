@@ -100,6 +100,10 @@ def _dot(c: LoopContext, form: list, kind: str, idx: sp.Expr) -> sp.Expr:
 @cache
 def derive_loops(structure: ModelStructure) -> LoopModel:
     """The loop form of ``structure`` (memoised)."""
+    if structure.objective != "reverse-kl":
+        raise ValueError(f"structure: the loop-form engine (K or M > 3) implements only the "
+                         f"reverse-kl objective, got {structure.objective!r}; the forward KL is "
+                         "derived by the expanded engine for K, M <= 3")
     require_reverse_kl_fixed("structure", structure.objective, structure.variances)
     c = loop_context()
     K, M = structure.K, structure.M

@@ -20,6 +20,10 @@ with, for j != k and b, c >= 2,
 * ``c = -d/2 - (d/2) log(2 pi s) + beta d (s/Delta + log(2 pi Delta)) / 2
   + gamma d (s/sigma0^2 + log(2 pi sigma0^2)) / 2``, independent of the state.
 
+The forward KL (``structure.objective == "forward-kl"``, paths inflation and mixture) is built
+by :func:`derivations.forward_kl.forward_kl_objective` in the same symbols; everything below
+applies to it unchanged.
+
 Dynamics (route 1 of DESIGN.md): with Q entries treated as independent symbols,
 ``G_kl = dF/dQ_kl + dF/dQ_lk`` and ``H_ka = dF/dR_ka``,
 
@@ -37,7 +41,7 @@ from functools import cache
 import sympy as sp
 
 from .functions import gauss_lse
-from .spec import ModelStructure, parameter_names, require_reverse_kl_fixed, state_names
+from .spec import BASE_PATHS, ModelStructure, parameter_names, require_reverse_kl_fixed, state_names
 
 __all__ = ["ReducedModel", "derive"]
 
@@ -81,7 +85,7 @@ class ReducedModel:
     @property
     def gamma_value(self) -> sp.Expr:
         """gamma as a function of beta on this path."""
-        return 1 - self.beta if self.structure.path == "geometric" else sp.Integer(0)
+        return 1 - self.beta if self.structure.path in BASE_PATHS else sp.Integer(0)
 
     @property
     def objective_state(self) -> sp.Expr:
@@ -96,6 +100,10 @@ class ReducedModel:
     def constant(self) -> sp.Expr:
         s, bt, g, d = self.params[self._pidx("s")], self.beta, self.gamma, self.d
         Delta = self.params[self._pidx("Delta")]
+        if self.structure.objective == "forward-kl":
+            from .forward_kl import forward_kl_constant
+            s0 = self.params[self._pidx("sigma0_sq")] if self.structure.path in BASE_PATHS else None
+            return forward_kl_constant(self.structure, self.T, self._pi(), Delta, s, bt, g, d, s0)
         c = -d / 2 - d / 2 * sp.log(2 * sp.pi * s) + bt * d / 2 * (s / Delta + sp.log(2 * sp.pi * Delta))
         if self.structure.path == "geometric":
             s0 = self.params[self._pidx("sigma0_sq")]
@@ -104,6 +112,9 @@ class ReducedModel:
 
     def _pidx(self, name: str) -> int:
         return [p.name for p in self.params].index(name)
+
+    def _pi(self) -> list[sp.Symbol]:
+        return [self.params[self._pidx(f"pi_{a + 1}")] for a in range(self.structure.K)]
 
     def jacobian(self) -> sp.Matrix:
         """``J_ij = d(dy_i/dt)/dy_j`` (n x n), derived symbolically and memoised."""
@@ -123,7 +134,11 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
-    require_reverse_kl_fixed("structure", structure.objective, structure.variances)
+    if structure.objective != "forward-kl":
+        require_reverse_kl_fixed("structure", structure.objective, structure.variances)
+    elif structure.variances != "fixed":
+        raise ValueError(f"structure: variances={structure.variances!r} is not implemented for "
+                         "the forward-kl objective (only fixed)")
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path
     state = _symbols(state_names(K, M, tw))
     params = _symbols(parameter_names(K, M, tw, path))
@@ -160,7 +175,7 @@ def derive(structure: ModelStructure) -> ReducedModel:
         inv_base = gamma / by_name["sigma0_sq"]
 
     F = sp.Integer(0)
-    for k in range(M):
+    for k in range(M) if structure.objective == "reverse-kl" else ():
         others = [j for j in range(M) if j != k]
         if others:
             aq = [logw[j] - logw[k] - (q(j, j) + q(k, k) - 2 * q(j, k)) / (2 * s) for j in others]
@@ -183,6 +198,10 @@ def derive(structure: ModelStructure) -> ReducedModel:
               - beta * (sp.log(pi[0]) + (R[k, 0] - T[0, 0] / 2) / Delta + Lp)
               + (beta / Delta + inv_base) * Q[k, k] / 2)
         F += w[k] * Fk
+    if structure.objective == "forward-kl":
+        from .forward_kl import forward_kl_objective
+        F = forward_kl_objective(structure, Q, R, pi, logw, Delta, s, beta, gamma,
+                                 by_name.get("sigma0_sq"))
 
     model_stub = ReducedModel(structure, state, params, beta, gamma, d, Q, R, T, w,
                               sp.Integer(0), sp.zeros(M, M), sp.zeros(M, K), (), ())
@@ -194,7 +213,7 @@ def derive(structure: ModelStructure) -> ReducedModel:
     dR = -(G * R + H * T)
     dalpha = tuple(-sp.diff(F, by_name[f"alpha_{k + 1}"]) for k in range(M)) if tw else ()
 
-    gval = 1 - beta if path == "geometric" else sp.Integer(0)
+    gval = 1 - beta if path in BASE_PATHS else sp.Integer(0)
     rhs = [dQ[k, l] for k in range(M) for l in range(k, M)]
     rhs += [dR[k, a] for k in range(M) for a in range(K)]
     rhs += list(dalpha)

@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from derivations.spec import ModelStructure, ProblemSpec, parameter_names
+from derivations.spec import BASE_PATHS, ModelStructure, ProblemSpec, parameter_names
 
 from .fixedpoints import _model_parts, find_fixed_points, label_state, snap_to_invariant
 from .geometry import (
@@ -140,9 +140,10 @@ class ParameterMap:
         name = self.name
         ok = name in ("beta", "A", "s", "Delta")
         if name == "sigma0_sq":
-            ok = s.path == "geometric"
+            ok = s.path in BASE_PATHS
             if not ok:
-                raise ValueError("name: sigma0_sq is a parameter of the geometric path only")
+                raise ValueError("name: sigma0_sq is a parameter of the geometric and mixture "
+                                 "paths only")
         m = re.fullmatch(r"pi_(\d+)", name)
         if m:
             a = int(m.group(1))

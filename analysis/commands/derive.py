@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from derivations.spec import ModelStructure
+from derivations.spec import OBJECTIVE_PATHS, OBJECTIVES, PATHS, ModelStructure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--K", type=int, default=2, help="number of target modes (default 2)")
     p.add_argument("--M", type=int, default=2, help="number of components (default 2)")
     p.add_argument("--trainable-weights", action="store_true", help="train the mixture weights")
-    p.add_argument("--path", choices=("tempering", "geometric"), default="tempering",
-                   help="annealing path (default tempering)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="reverse-kl",
+                   help="KL(q || p_beta) (reverse-kl, default) or KL(p_beta || q) (forward-kl)")
+    p.add_argument("--path", choices=PATHS, default=None,
+                   help="annealing path (default: the objective's first, tempering for the "
+                        "reverse KL, inflation for the forward KL)")
     p.add_argument("--format", choices=("latex", "markdown", "python"), default="markdown",
                    help="output format (default markdown)")
     p.add_argument("--function", choices=("rhs", "jac", "objective"), default="rhs",
@@ -38,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.preset == "symmetric-bimodal" and (args.K, args.M) != (2, 2):
         raise ValueError("--preset: symmetric-bimodal needs K = M = 2")
-    structure = ModelStructure(args.K, args.M, args.trainable_weights, args.path)
+    path = OBJECTIVE_PATHS[args.objective][0] if args.path is None else args.path
+    if path not in OBJECTIVE_PATHS[args.objective]:
+        raise ValueError(f"--path: the {args.objective} objective takes "
+                         f"{' or '.join(OBJECTIVE_PATHS[args.objective])}, got {path}")
+    structure = ModelStructure(args.K, args.M, args.trainable_weights, path, args.objective)
     model = derive(structure)
     if args.format == "python":
         text = generate_source(model, args.function)

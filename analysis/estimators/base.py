@@ -207,7 +207,11 @@ class CollapseEstimator:
        ``metadata["help"]``; it is registered with :func:`register_estimator`.
     2. ``check(spec, d, options)`` refuses, with a ValueError naming ``spec`` (or the option)
        and the reason, every problem the estimator's derivation does not cover.  It runs
-       before any work.
+       before any work.  The class attributes ``objectives`` and ``variances`` declare the
+       objectives (:data:`derivations.spec.OBJECTIVES`) and variance treatments
+       (:data:`derivations.spec.VARIANCES`) the estimator covers (default: the reverse KL with
+       fixed variances); the base ``check`` refuses the others by estimator name, so an
+       override calls ``super().check(spec, d, options)`` first.
     3. ``cost(spec, d, draws, options) -> Cost`` estimates peak memory and wall time without
        doing the work; :func:`~analysis.collapse.collapse_probability` refuses requests above
        :data:`MAX_BYTES` / :data:`MAX_SECONDS` unless ``force``.
@@ -230,9 +234,21 @@ class CollapseEstimator:
     Options: ClassVar[type[EstimatorOptions]] = EstimatorOptions
     #: True if ``draws`` matters (sampling estimators).
     uses_draws: ClassVar[bool] = True
+    #: The objectives (``spec.objective``) the estimator's derivation covers.
+    objectives: ClassVar[tuple[str, ...]] = ("reverse-kl",)
+    #: The variance treatments (``spec.family.variances``) it covers.
+    variances: ClassVar[tuple[str, ...]] = ("fixed",)
 
     def check(self, spec: ProblemSpec, d: int, options: EstimatorOptions) -> None:
-        """Rule 2: refuse what the estimator does not cover (default: nothing)."""
+        """Rule 2: refuse what the estimator does not cover (here: an objective or a variance
+        treatment outside :attr:`objectives` / :attr:`variances`)."""
+        if spec.objective not in self.objectives:
+            raise ValueError(f"objective: the {self.name} estimator covers "
+                             f"{' and '.join(self.objectives)} only, got {spec.objective}")
+        if spec.family.variances not in self.variances:
+            raise ValueError(f"variances: the {self.name} estimator covers variances="
+                             f"{' or '.join(self.variances)} only, got "
+                             f"{spec.family.variances}")
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: EstimatorOptions) -> Cost:
         """Rule 3: the up-front estimate (default: negligible)."""

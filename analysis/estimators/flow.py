@@ -70,6 +70,7 @@ class FlowEstimator(CollapseEstimator):
     Options = FlowOptions
 
     def check(self, spec: ProblemSpec, d: int, options: FlowOptions) -> None:
+        super().check(spec, d, options)
         from ..flows import FlowsUnavailable, require_flows
         if d < 2:
             raise ValueError(f"d: the flow needs d >= 2 (a coupling layer splits the "

@@ -146,6 +146,7 @@ class GdEstimator(CollapseEstimator):
     def check(self, spec: ProblemSpec, d: int, options: GdOptions) -> None:
         """Refuses a missing eta (there is no default step) and a step longer than t_end.
         A step above the stability bound is refused by :meth:`cost` (unless forced)."""
+        super().check(spec, d, options)
         if options.eta is None:
             raise ValueError("eta: required for the gd estimator (the GD step, a finite "
                              "number > 0; time t = eta * steps), e.g. eta=0.05 (--eta 0.05)")

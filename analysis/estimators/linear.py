@@ -62,8 +62,10 @@ class LinearEstimator(CollapseEstimator):
     name = "linear"
     summary = "linearisation around R = 0, orthant probability at saturation"
     Options = LinearOptions
+    objectives = ("reverse-kl", "forward-kl")
 
     def check(self, spec: ProblemSpec, d: int, options: LinearOptions) -> None:
+        super().check(spec, d, options)
         st = spec.structure
         if max(st.K, st.M) > EXPANDED_MAX:
             name = "K" if st.K > EXPANDED_MAX else "M"

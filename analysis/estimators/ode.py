@@ -147,8 +147,15 @@ class OdeEstimator(CollapseEstimator):
     name = "ode"
     summary = "theory ensemble: exact finite-d initial law, reduced ODE per draw"
     Options = OdeOptions
+    objectives = ("reverse-kl", "forward-kl")
 
     def check(self, spec: ProblemSpec, d: int, options: OdeOptions) -> None:
+        super().check(spec, d, options)
+        K, M = spec.structure.K, spec.structure.M
+        if spec.objective == "forward-kl" and max(K, M) > EXPANDED_MAX:
+            raise ValueError(f"K/M: the forward KL is derived by the expanded engine only "
+                             f"(K, M <= {EXPANDED_MAX}); got K = {K}, M = {M} (the loop-form "
+                             "engine implements the reverse KL)")
         # a kernel grid the n-D softmax rule would refuse mid-run is refused here, by name
         K, M = spec.structure.K, spec.structure.M
         if max(K, M) > EXPANDED_MAX:

@@ -262,6 +262,7 @@ class SeparatrixEstimator(CollapseEstimator):
     uses_draws = False
 
     def check(self, spec: ProblemSpec, d: int, options: SeparatrixOptions) -> None:
+        super().check(spec, d, options)
         check_separatrix_spec(spec)
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: SeparatrixOptions) -> Cost:

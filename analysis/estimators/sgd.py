@@ -117,6 +117,7 @@ class SgdEstimator(CollapseEstimator):
                 max_ext)
 
     def check(self, spec: ProblemSpec, d: int, options: SgdOptions) -> None:
+        super().check(spec, d, options)
         from solvers.sgd import frame_dimension
         D = frame_dimension(spec.target.T, spec.family.M)
         if d < D:
