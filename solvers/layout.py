@@ -227,6 +227,8 @@ class StateLayout:
             batch = np.broadcast_shapes(batch, alpha.shape[:-1])
         elif alpha is not None:
             raise ValueError("alpha: the weights are fixed (state has no alpha_k); pass None")
+        if strict and self.log_s_index is not None and log_s is None:
+            raise ValueError("log_s: required, the variances are tied (state has log_s)")
         if self.log_s_index is not None:
             log_s = np.asarray(0.0 if log_s is None else log_s, dtype=float)
             if not np.all(np.isfinite(log_s)):
