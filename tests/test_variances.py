@@ -232,3 +232,46 @@ def test_bad_inputs_are_named():
         from derivations.codegen import generate_source
         from derivations.model import derive
         generate_source(derive(tied.structure), "gradient")
+
+
+# ----------------------------------------------------------------------------------------
+# the ode estimator and the figure job
+# ----------------------------------------------------------------------------------------
+
+def test_ode_estimator_runs_with_tied_variances_and_relaxes_s_to_delta_over_beta():
+    """The theory ensemble with tied variances: the initial law carries log s(0) =
+    log(family.variance); at constant beta every draw ends with s = Delta/beta + O(1/d)."""
+    from analysis.estimators import get_estimator
+    from analysis.estimators.ode import OdeOptions
+    from analysis.initial_law import sample_initial_states
+    from derivations.spec import ConstantSchedule, VariationalFamily, symmetric_bimodal
+    from solvers.ensemble import solve_ensemble
+    beta, d = 0.5, 200
+    base = symmetric_bimodal(9.0, ConstantSchedule(beta))
+    spec = base.replace(family=VariationalFamily(2, weights=(0.5, 0.5), variance=1.3,
+                                                 variances="tied"))
+    Y0 = sample_initial_states(spec, d, 16, np.random.default_rng(0))
+    np.testing.assert_allclose(Y0[:, -1], math.log(1.3))
+    with pytest.raises(ValueError, match="inv_d"):
+        solve_ensemble(spec, compile_model(spec.structure), Y0, 10.0, progress=False)
+    res = solve_ensemble(spec, compile_model(spec.structure), Y0, 400.0, d=d, progress=False)
+    s_end = np.exp(res.y_final[:, -1])
+    assert np.all(np.abs(s_end - 1.0 / beta) < 20.0 / d)       # O(A/d) with A = 9
+    r = get_estimator("ode")().estimate(spec, d, 24, 1, None, OdeOptions(progress=False))
+    assert r.n == 24 and 0 <= r.k <= 24
+
+
+def test_variance_bifurcation_sidecar(quick_figures):
+    side = json.loads((quick_figures / "variance_bifurcation.json").read_text())
+    head = json.loads((quick_figures / "bifurcation_beta.json").read_text())
+    tr = side["treatments"]
+    # the fixed-variance fold is the headline job's (same model, computed separately)
+    assert tr["fixed"]["folds"] and head["folds"]
+    assert min(abs(f - head["folds"][0]) for f in tr["fixed"]["folds"]) < 1e-3
+    # the split state is stable over the whole beta range with either treatment
+    for name in ("fixed", "tied"):
+        (lo, hi), = tr[name]["stable_ranges"]["split"]
+        assert lo <= side["plan"]["beta_range"][0] + 1e-6 and hi >= 1.0 - 1e-6
+    # tied fixed points sit at s = Delta / beta up to O(1/d) (Delta = 1)
+    for row in tr["tied"]["probes"]:
+        assert abs(row["s"] - 1.0 / row["beta"]) < 20.0 / side["d"]
