@@ -147,10 +147,15 @@ class OdeEstimator(CollapseEstimator):
     name = "ode"
     summary = "theory ensemble: exact finite-d initial law, reduced ODE per draw"
     Options = OdeOptions
+    variances = ("fixed", "tied", "adiabatic")
 
     def check(self, spec: ProblemSpec, d: int, options: OdeOptions) -> None:
         # a kernel grid the n-D softmax rule would refuse mid-run is refused here, by name
         K, M = spec.structure.K, spec.structure.M
+        if max(K, M) > EXPANDED_MAX and spec.family.variances != "fixed":
+            raise ValueError(f"spec: variances={spec.family.variances!r} needs the expanded "
+                             f"engine (K, M <= {EXPANDED_MAX}); the loop-form engine has fixed "
+                             "variances only")
         if max(K, M) > EXPANDED_MAX:
             t_end = float(options.t_end or default_ode_t_end(spec))
             if not np.isfinite(_loop_seconds_per_draw(spec, t_end)):
