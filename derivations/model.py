@@ -27,6 +27,14 @@ Dynamics (route 1 of DESIGN.md): with Q entries treated as independent symbols,
 
 The state is stored as the upper triangle of Q (one symbol per unordered pair), so
 ``G_kl = dF/dq_kl`` for k != l and ``G_kk = 2 dF/dq_kk``.  Time t is the gradient-flow time.
+
+Variances (DESIGN.md section 9, :func:`variance_treatment`): F is built with a symbol s, then
+s is a parameter (``fixed``), the state ``exp(log_s)`` with the extra equation
+``d(log s)/dt = -(1/d) dF/d(log s)`` (``tied``; d = 1/inv_d exactly, so the s-dependent
+d-terms of the constant, ``-(d/2) log s + (beta/Delta + gamma/sigma0^2) d s / 2``, enter F) or
+``s*(beta) = 1/(beta/Delta + gamma/sigma0^2)`` substituted (``adiabatic``, the d -> infinity
+limit).  One common s only: per-component s_k make the logit differences contain
+``|x|^2 (1/s_k - 1/s_j) / 2``, not Gaussian at finite d, so they do not reduce exactly.
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ class ReducedModel:
     G, H : the matrices of the chain rule (M x M, M x K).
     rhs : list of dy/dt expressions, ordered as ``state``; gamma already substituted
         (1 - beta or 0) so the right-hand side depends on beta only.
+    variance : the expression s stands for (the parameter s, exp(log_s) or s*(beta, gamma)).
+    dlog_s : d(log s)/dt (tied variances; gamma not yet substituted), else None.
     """
 
     structure: ModelStructure
