@@ -286,7 +286,8 @@ def initial_alpha(spec: ProblemSpec) -> np.ndarray:
 def state_vector(spec: ProblemSpec, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Pack (Q (n, M, M), R (n, M, K)) into states (n, n_state) ordered as ``state_names``.
 
-    alpha(0) (:func:`initial_alpha`) is appended when the weights train.
+    alpha(0) (:func:`initial_alpha`) is appended when the weights train, and log s(0) =
+    log(family.variance) when the variances are tied (trained).
     """
     spec = require_spec(spec)
     K, M, tw = spec.target.K, spec.family.M, spec.family.train_weights
@@ -295,9 +296,14 @@ def state_vector(spec: ProblemSpec, Q: np.ndarray, R: np.ndarray) -> np.ndarray:
         raise ValueError(f"Q: must have shape (n, {M}, {M}), got {Q.shape}")
     if R.shape != (Q.shape[0], M, K):
         raise ValueError(f"R: must have shape ({Q.shape[0]}, {M}, {K}), got {R.shape}")
-    from solvers.ensemble import pack_state
+    from solvers.layout import state_layout
     alpha = np.broadcast_to(initial_alpha(spec), (Q.shape[0], M)) if tw else None
-    return pack_state(state_names(K, M, tw), Q, R, alpha)
+    if spec.family.variances != "tied":
+        from solvers.ensemble import pack_state
+        return pack_state(state_names(K, M, tw), Q, R, alpha)
+    lay = state_layout(spec.structure)
+    return lay.pack(Q, R, alpha, strict=True,
+                    log_s=np.full(Q.shape[0], np.log(spec.family.variance)))
 
 
 def sample_initial_states(spec: ProblemSpec, d: int, n_draws: int,

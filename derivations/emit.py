@@ -53,6 +53,8 @@ def symbol_latex_names(model: ReducedModel) -> dict[sp.Symbol, str]:
         head, idx = parts[0], parts[1:]
         if sym.name == "sigma0_sq":
             names[sym] = r"\sigma_0^2"
+        elif sym.name in ("log_s", "inv_d"):
+            names[sym] = r"\log s" if sym.name == "log_s" else r"d^{-1}"
         elif head in ("alpha", "pi"):
             names[sym] = rf"\{head}_{{{''.join(idx)}}}"
         elif head == "Delta":
@@ -110,6 +112,9 @@ def equations(model: ReducedModel, subs: dict | None = None, expanded: bool = Tr
     eqs.append(Equation("ODEs", r"\frac{dR}{dt}", r"-\left(G R + H T\right)"))
     if st.train_weights:
         eqs.append(Equation("ODEs", r"\frac{d\alpha_k}{dt}", r"-\frac{\partial F}{\partial \alpha_k}"))
+    if st.variances == "tied":
+        eqs.append(Equation("ODEs", r"\frac{d\log s}{dt}",
+                            r"-\frac{1}{d} \frac{\partial F}{\partial \log s}"))
     if st.path in BASE_PATHS:
         eqs.append(Equation("ODEs", r"\gamma", r"1 - \beta"))
     else:
@@ -120,9 +125,12 @@ def equations(model: ReducedModel, subs: dict | None = None, expanded: bool = Tr
     eqs.append(Equation("Fixed points", "0", r"G Q + Q G^{T} + H R^{T} + R H^{T}"))
     eqs.append(Equation("Fixed points", "0", r"G R + H T"))
     if st.train_weights:
+        alphas = [y for y in model.state if y.name.startswith("alpha_")]
         for k in range(M):
             eqs.append(Equation("Fixed points", "0",
-                                tex(sp.diff(model.objective, model.state[-M + k]))))
+                                tex(sp.diff(model.objective, alphas[k]))))
+    if model.dlog_s is not None:
+        eqs.append(Equation("Fixed points", "0", tex(model.dlog_s)))
     return eqs
 
 

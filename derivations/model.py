@@ -31,6 +31,14 @@ Dynamics (route 1 of DESIGN.md): with Q entries treated as independent symbols,
 
 The state is stored as the upper triangle of Q (one symbol per unordered pair), so
 ``G_kl = dF/dq_kl`` for k != l and ``G_kk = 2 dF/dq_kk``.  Time t is the gradient-flow time.
+
+Variances (DESIGN.md section 9, :func:`variance_treatment`): F is built with a symbol s, then
+s is a parameter (``fixed``), the state ``exp(log_s)`` with the extra equation
+``d(log s)/dt = -(1/d) dF/d(log s)`` (``tied``; d = 1/inv_d exactly, so the s-dependent
+d-terms of the constant, ``-(d/2) log s + (beta/Delta + gamma/sigma0^2) d s / 2``, enter F) or
+``s*(beta) = 1/(beta/Delta + gamma/sigma0^2)`` substituted (``adiabatic``, the d -> infinity
+limit).  One common s only: per-component s_k make the logit differences contain
+``|x|^2 (1/s_k - 1/s_j) / 2``, not Gaussian at finite d, so they do not reduce exactly.
 """
 
 from __future__ import annotations
@@ -41,9 +49,9 @@ from functools import cache
 import sympy as sp
 
 from .functions import gauss_lse
-from .spec import BASE_PATHS, ModelStructure, parameter_names, require_reverse_kl_fixed, state_names
+from .spec import BASE_PATHS, ModelStructure, parameter_names, state_names
 
-__all__ = ["ReducedModel", "derive"]
+__all__ = ["ReducedModel", "derive", "variance_treatment"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class ReducedModel:
     G, H : the matrices of the chain rule (M x M, M x K).
     rhs : list of dy/dt expressions, ordered as ``state``; gamma already substituted
         (1 - beta or 0) so the right-hand side depends on beta only.
+    variance : the expression s stands for (the parameter s, exp(log_s) or s*(beta, gamma)).
+    dlog_s : d(log s)/dt (tied variances; gamma not yet substituted), else None.
     """
 
     structure: ModelStructure
@@ -80,6 +90,8 @@ class ReducedModel:
     H: sp.Matrix
     dalpha: tuple[sp.Expr, ...]
     rhs: tuple[sp.Expr, ...]
+    variance: sp.Expr | None = None
+    dlog_s: sp.Expr | None = None
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -89,8 +101,12 @@ class ReducedModel:
 
     @property
     def objective_state(self) -> sp.Expr:
-        """F without its state-independent constant, with gamma substituted."""
-        return self.objective_without_constant.subs(self.gamma, self.gamma_value)
+        """F without its state-independent constant, with gamma substituted (tied variances:
+        with the d-terms of log s written with d = 1/inv_d, so infinite at inv_d = 0)."""
+        F = self.objective_without_constant.subs(self.gamma, self.gamma_value)
+        if self.structure.variances == "tied":
+            F = F.subs(self.d, 1 / self.params[self._pidx("inv_d")])
+        return F
 
     @property
     def objective_without_constant(self) -> sp.Expr:
@@ -98,8 +114,15 @@ class ReducedModel:
 
     @property
     def constant(self) -> sp.Expr:
-        s, bt, g, d = self.params[self._pidx("s")], self.beta, self.gamma, self.d
+        """The state-independent part c of F (with tied variances the s-independent part c0
+        of :func:`variance_terms`; the rest depends on the state log s)."""
+        bt, g, d = self.beta, self.gamma, self.d
         Delta = self.params[self._pidx("Delta")]
+        if self.structure.variances == "tied":
+            s0 = (self.params[self._pidx("sigma0_sq")] if self.structure.path == "geometric"
+                  else None)
+            return _tied_constant(bt, g, d, Delta, s0)
+        s = self.variance if self.variance is not None else self.params[self._pidx("s")]
         if self.structure.objective == "forward-kl":
             from .forward_kl import forward_kl_constant
             s0 = self.params[self._pidx("sigma0_sq")] if self.structure.path in BASE_PATHS else None
@@ -134,19 +157,18 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
-    if structure.objective != "forward-kl":
-        require_reverse_kl_fixed("structure", structure.objective, structure.variances)
-    elif structure.variances != "fixed":
+    if structure.objective == "forward-kl" and structure.variances != "fixed":
         raise ValueError(f"structure: variances={structure.variances!r} is not implemented for "
                          "the forward-kl objective (only fixed)")
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path
-    state = _symbols(state_names(K, M, tw))
-    params = _symbols(parameter_names(K, M, tw, path))
+    state = _symbols(state_names(K, M, tw, structure.variances))
+    params = _symbols(parameter_names(K, M, tw, path, structure.variances))
     by_name = {s.name: s for s in state + params}
     beta = sp.Symbol("beta", positive=True)
     gamma = sp.Symbol("gamma", nonnegative=True)
     d = sp.Symbol("d", positive=True)
-    Delta, s = by_name["Delta"], by_name["s"]
+    # s: a parameter (fixed variances) or a placeholder replaced by exp(log_s) or s*(beta)
+    Delta, s = by_name["Delta"], by_name.get("s", sp.Symbol("s", real=True))
 
     def q(k: int, l: int) -> sp.Symbol:
         k, l = min(k, l), max(k, l)
@@ -203,21 +225,80 @@ def derive(structure: ModelStructure) -> ReducedModel:
         F = forward_kl_objective(structure, Q, R, pi, logw, Delta, s, beta, gamma,
                                  by_name.get("sigma0_sq"))
 
+    s_value, F_var, dlog_s = variance_treatment(structure, F, s, by_name, beta, gamma, d)
     model_stub = ReducedModel(structure, state, params, beta, gamma, d, Q, R, T, w,
-                              sp.Integer(0), sp.zeros(M, M), sp.zeros(M, K), (), ())
-    F_total = F + model_stub.constant
+                              sp.Integer(0), sp.zeros(M, M), sp.zeros(M, K), (), (),
+                              variance=s_value)
+    F_total = (F + F_var).xreplace({s: s_value}) + model_stub.constant
 
     G = sp.Matrix(M, M, lambda k, l: (2 if k == l else 1) * sp.diff(F, q(k, l)))
     H = sp.Matrix(M, K, lambda k, a: sp.diff(F, R[k, a]))
+    dalpha = tuple(-sp.diff(F, by_name[f"alpha_{k + 1}"]) for k in range(M)) if tw else ()
+    if s_value is not s:
+        G, H = G.xreplace({s: s_value}), H.xreplace({s: s_value})
+        dalpha = tuple(e.xreplace({s: s_value}) for e in dalpha)
     dQ = -(G * Q + Q * G.T + H * R.T + R * H.T)
     dR = -(G * R + H * T)
-    dalpha = tuple(-sp.diff(F, by_name[f"alpha_{k + 1}"]) for k in range(M)) if tw else ()
 
     gval = 1 - beta if path in BASE_PATHS else sp.Integer(0)
     rhs = [dQ[k, l] for k in range(M) for l in range(k, M)]
     rhs += [dR[k, a] for k in range(M) for a in range(K)]
     rhs += list(dalpha)
+    if dlog_s is not None:
+        rhs.append(dlog_s)
     rhs = tuple(e.subs(gamma, gval) for e in rhs)
 
     return ReducedModel(structure, state, params, beta, gamma, d, Q, R, T, w, F_total, G, H,
-                        dalpha, rhs)
+                        dalpha, rhs, variance=s_value, dlog_s=dlog_s)
+
+
+def _tied_constant(beta: sp.Expr, gamma: sp.Expr, d: sp.Expr, Delta: sp.Expr,
+                   sigma0_sq: sp.Expr | None) -> sp.Expr:
+    """c0 = -d/2 - (d/2) log 2 pi + beta (d/2) log(2 pi Delta) [+ gamma (d/2) log(2 pi sigma0^2)]:
+    the s-independent part of the constant (see :func:`variance_treatment`)."""
+    c0 = -d / 2 - d / 2 * sp.log(2 * sp.pi) + beta * d / 2 * sp.log(2 * sp.pi * Delta)
+    if sigma0_sq is not None:
+        c0 += gamma * d / 2 * sp.log(2 * sp.pi * sigma0_sq)
+    return c0
+
+
+def variance_treatment(structure: ModelStructure, F: sp.Expr, s: sp.Symbol,
+                       by_name: dict[str, sp.Symbol], beta: sp.Symbol, gamma: sp.Symbol,
+                       d: sp.Symbol) -> tuple[sp.Expr, sp.Expr, sp.Expr | None]:
+    r"""The part of the derivation that depends on the variance treatment (DESIGN.md section 9).
+
+    ``F`` is the state-dependent part of the objective written with the symbol ``s``.  Its
+    constant is ``c(s) = c0 + c_s(s)`` with
+
+    .. math::
+
+        c_s(s) = -\frac{d}{2}\log s + \Big(\frac{\beta}{\Delta} + \frac{\gamma}{\sigma_0^2}\Big)
+                 \frac{d\,s}{2}
+
+    (entropy ``-(d/2) log s``; target and base cross-entropies through ``E|x|^2 = Q_kk + d s``)
+    and c0 independent of s.  Returns ``(s_value, F_var, dlog_s)``:
+
+    * ``"fixed"``: ``(s, 0, None)``, s a parameter;
+    * ``"tied"``: ``(exp(log_s), c_s, dlog_s/dt)`` with the natural time scale
+      ``d(log s)/dt = -(1/d) dF/d(log s) = (1 - s/s*)/2 - inv_d s dF/ds``, d = 1/inv_d exactly,
+      ``s* = 1/(beta/Delta + gamma/sigma0^2)``: at equal learning rates d(log s)/dt would be
+      O(d), i.e. the variance moves O(d) faster than the means; the ratio 1/d keeps a limit;
+    * ``"adiabatic"``: ``(s*(beta), 0, None)``: s held at the minimiser of c_s, the d -> infinity
+      limit of the tied flow's fast variable (the O(1) terms of F shift the optimum by O(1/d)).
+    """
+    variances = structure.variances
+    if variances == "fixed":
+        return s, sp.Integer(0), None
+    Delta = by_name["Delta"]
+    inv_base = gamma / by_name["sigma0_sq"] if structure.path == "geometric" else sp.Integer(0)
+    precision = beta / Delta + inv_base
+    if variances == "adiabatic":
+        return 1 / precision, sp.Integer(0), None
+    if variances != "tied":
+        raise ValueError(f"structure.variances: unknown treatment {variances!r}")
+    log_s, inv_d = by_name["log_s"], by_name["inv_d"]
+    c_s = -d / 2 * sp.log(s) + precision * d * s / 2
+    # -(1/d) s dc_s/ds = (1 - precision s)/2 exactly; written with d = 1/inv_d
+    d_part = sp.expand(-inv_d * s * sp.diff(c_s, s)).subs(d, 1 / inv_d)
+    dlog_s = d_part - inv_d * s * sp.diff(F, s)
+    return sp.exp(log_s), c_s, dlog_s.xreplace({s: sp.exp(log_s)})

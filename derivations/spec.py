@@ -29,9 +29,10 @@ written with ``repr`` precision by the json module).
 State and parameter names
 -------------------------
 The reduced state is ``y = (Q_kl for k <= l, row-major; R_ka row-major; alpha_k if the
-weights train)``.  Names are ``Q_k_l``, ``R_k_a``, ``alpha_k`` (1-based).  Numeric parameters
-are ``T_a_b`` (a <= b), ``pi_a``, ``Delta``, ``s``, ``sigma0_sq`` (geometric and mixture paths only) and
-``w_k`` (fixed weights only).  The symbolic layer and the generated code use exactly these
+weights train; log_s if the variances are tied)``.  Names are ``Q_k_l``, ``R_k_a``, ``alpha_k``
+(1-based), ``log_s``.  Numeric parameters are ``T_a_b`` (a <= b), ``pi_a``, ``Delta``, ``s``
+(fixed variances; ``inv_d`` = 1/d in its place for tied variances, nothing for adiabatic ones),
+``sigma0_sq`` (geometric and mixture paths only) and ``w_k`` (fixed weights only).  The symbolic layer and the generated code use exactly these
 names (see :func:`state_names`, :func:`parameter_names`), which is how a specification is
 turned into the parameter vector of a compiled model.
 """
@@ -795,32 +796,41 @@ class ModelStructure:
     @property
     def state_names(self) -> list[str]:
         """Names of the reduced state vector (see :func:`state_names`)."""
-        return state_names(self.K, self.M, self.train_weights)
+        return state_names(self.K, self.M, self.train_weights, self.variances)
 
     @property
     def parameter_names(self) -> list[str]:
         """Names of the parameter vector theta (see :func:`parameter_names`)."""
-        return parameter_names(self.K, self.M, self.train_weights, self.path)
+        return parameter_names(self.K, self.M, self.train_weights, self.path, self.variances)
 
     @property
     def n_state(self) -> int:
         return len(self.state_names)
 
 
-def state_names(K: int, M: int, train_weights: bool) -> list[str]:
-    """Names of the reduced state vector, in order: Q upper triangle, R, alpha."""
+def state_names(K: int, M: int, train_weights: bool, variances: str = "fixed") -> list[str]:
+    """Names of the reduced state vector, in order: Q upper triangle, R, alpha, and ``log_s``
+    (the log of the common variance) when the variances are tied (trained)."""
     names = [f"Q_{k}_{l}" for k in range(1, M + 1) for l in range(k, M + 1)]
     names += [f"R_{k}_{a}" for k in range(1, M + 1) for a in range(1, K + 1)]
     if train_weights:
         names += [f"alpha_{k}" for k in range(1, M + 1)]
+    if variances == "tied":
+        names.append("log_s")
     return names
 
 
-def parameter_names(K: int, M: int, train_weights: bool, path: str) -> list[str]:
-    """Names of the numeric parameter vector theta of a compiled model, in order."""
+def parameter_names(K: int, M: int, train_weights: bool, path: str,
+                    variances: str = "fixed") -> list[str]:
+    """Names of the numeric parameter vector theta of a compiled model, in order.
+
+    The variance entry depends on the treatment of s: ``s`` (fixed), ``inv_d`` = 1/d (tied: s
+    is the state ``log_s`` and the flow of log s carries explicit factors of d; inv_d = 0 is
+    the d -> infinity limit) or nothing (adiabatic: s = s*(beta) is a function of beta).
+    """
     names = [f"T_{a}_{b}" for a in range(1, K + 1) for b in range(a, K + 1)]
     names += [f"pi_{a}" for a in range(1, K + 1)]
-    names += ["Delta", "s"]
+    names += ["Delta"] + {"fixed": ["s"], "tied": ["inv_d"], "adiabatic": []}[variances]
     if path in BASE_PATHS:
         names.append("sigma0_sq")
     if not train_weights:
@@ -868,8 +878,12 @@ class ProblemSpec:
         return ModelStructure(self.target.K, self.family.M, self.family.train_weights,
                               self.path.kind, self.objective, self.family.variances)
 
-    def parameter_values(self) -> dict[str, float]:
-        """Numeric parameters by name (see :func:`parameter_names`)."""
+    def parameter_values(self, d: float | None = None) -> dict[str, float]:
+        """Numeric parameters by name (see :func:`parameter_names`).
+
+        ``d`` (the dimension) is needed only with tied variances, whose parameter ``inv_d =
+        1/d`` it sets (``d = math.inf`` gives inv_d = 0, the d -> infinity limit); ``s`` is then
+        the initial variance, reported under ``s`` but not part of theta."""
         K, M = self.target.K, self.family.M
         T = self.target.T
         vals: dict[str, float] = {}
@@ -880,6 +894,12 @@ class ProblemSpec:
             vals[f"pi_{a + 1}"] = self.target.weights[a]
         vals["Delta"] = self.target.variance
         vals["s"] = self.family.variance
+        if self.family.variances == "tied":
+            if d is None:
+                raise ValueError("d: the tied-variance flow depends on the dimension through "
+                                 "inv_d = 1/d; pass d (math.inf for the d -> infinity limit)")
+            d = _positive("d", d) if d != math.inf else d
+            vals["inv_d"] = 0.0 if d == math.inf else 1.0 / d
         if self.path.kind in BASE_PATHS:
             vals["sigma0_sq"] = float(self.path.base_variance)
         if not self.family.train_weights:
@@ -887,11 +907,11 @@ class ProblemSpec:
                 vals[f"w_{k + 1}"] = self.family.weights[k]
         return vals
 
-    def theta(self) -> np.ndarray:
-        """Parameter vector of the compiled model, ordered as :func:`parameter_names`."""
-        s = self.structure
-        vals = self.parameter_values()
-        return np.array([vals[n] for n in parameter_names(s.K, s.M, s.train_weights, s.path)])
+    def theta(self, d: float | None = None) -> np.ndarray:
+        """Parameter vector of the compiled model, ordered as :func:`parameter_names`
+        (``d``: see :meth:`parameter_values`; required with tied variances)."""
+        vals = self.parameter_values(d)
+        return np.array([vals[n] for n in self.structure.parameter_names])
 
     def gamma(self, beta: Any) -> Any:
         """``gamma(beta)`` of the annealing path (:meth:`AnnealingPath.gamma`)."""

@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from derivations.spec import BASE_PATHS, ModelStructure, ProblemSpec, parameter_names
+from derivations.spec import BASE_PATHS, ModelStructure, ProblemSpec
 
 from .fixedpoints import _model_parts, find_fixed_points, label_state, snap_to_invariant
 from .geometry import (
@@ -127,7 +127,7 @@ class ParameterMap:
         if not isinstance(self.structure, ModelStructure):
             raise ValueError("structure: must be a derivations.spec.ModelStructure")
         s = self.structure
-        names = parameter_names(s.K, s.M, s.train_weights, s.path)
+        names = s.parameter_names
         th = np.asarray(self.theta0, dtype=float).ravel()
         if th.shape != (len(names),) or not np.all(np.isfinite(th)):
             raise ValueError(f"theta0: must be a finite vector of length {len(names)} "
@@ -138,7 +138,10 @@ class ParameterMap:
             raise ValueError(f"beta0: must be a finite number > 0, got {self.beta0!r}")
         object.__setattr__(self, "beta0", b)
         name = self.name
-        ok = name in ("beta", "A", "s", "Delta")
+        ok = name in ("beta", "A", "Delta") or (name == "s" and s.variances == "fixed")
+        if name == "s" and not ok:
+            raise ValueError(f"name: s is a parameter only with fixed variances (here "
+                             f"{s.variances!r}: s is a state or a function of beta)")
         if name == "sigma0_sq":
             ok = s.path in BASE_PATHS
             if not ok:
@@ -165,19 +168,20 @@ class ParameterMap:
             raise ValueError("name: A = T_11 needs T_11 > 0 in theta0")
 
     @classmethod
-    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None) -> ParameterMap:
-        """Map around ``spec.theta()``; beta0 = ``beta`` or the spec's schedule value at t=0."""
+    def from_spec(cls, spec: ProblemSpec, name: str, beta: float | None = None,
+                  d: float | None = None) -> ParameterMap:
+        """Map around ``spec.theta(d)``; beta0 = ``beta`` or the spec's schedule value at t=0
+        (``d``: needed with tied variances, see :meth:`ProblemSpec.parameter_values`)."""
         if not isinstance(spec, ProblemSpec):
             raise ValueError("spec: must be a ProblemSpec")
         b = float(spec.schedule.beta(0.0)) if beta is None else beta
-        return cls(name, spec.structure, tuple(spec.theta()), b)
+        return cls(name, spec.structure, tuple(spec.theta(d=d)), b)
 
     @property
     def _names(self) -> list[str]:
         names = self.__dict__.get("_names_cache")
         if names is None:
-            s = self.structure
-            names = parameter_names(s.K, s.M, s.train_weights, s.path)
+            names = self.structure.parameter_names
             object.__setattr__(self, "_names_cache", names)
         return names
 

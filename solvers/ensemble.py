@@ -366,12 +366,14 @@ class EnsembleResult:
         return [STATUS_MESSAGES.get(int(s), "unknown") for s in self.status]
 
 
-def _check_model(spec: ProblemSpec, model: Any, need_jac: bool = False
-                 ) -> tuple[StateLayout, np.ndarray]:
-    """(layout, theta) of a spec and a model following :class:`CompiledModelProtocol`."""
+def _check_model(spec: ProblemSpec, model: Any, need_jac: bool = False,
+                 d: float | None = None) -> tuple[StateLayout, np.ndarray]:
+    """(layout, theta) of a spec and a model following :class:`CompiledModelProtocol`
+    (``d``: the dimension, needed only with tied variances, :meth:`ProblemSpec.theta`)."""
     if not isinstance(spec, ProblemSpec):
         raise ValueError(f"spec: must be a ProblemSpec, got {type(spec).__name__}")
-    return require_model(model, structure=spec.structure, need_jac=need_jac), spec.theta()
+    return (require_model(model, structure=spec.structure, need_jac=need_jac),
+            spec.theta(d=d))
 
 
 def _initial_states(lay: StateLayout, y0: Any, name: str, ensemble: bool, T: np.ndarray,
@@ -408,7 +410,7 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
           t0: float = 0.0, n_points: int = 201, method: str = "dopri5", rtol: float = 1e-8,
           atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
           max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
-          psd_tol: float = DEFAULT_PSD_TOL) -> Trajectory:
+          psd_tol: float = DEFAULT_PSD_TOL, d: float | None = None) -> Trajectory:
     """Integrate the reduced gradient flow of ``spec`` from ``y0`` over [t0, t_end].
 
     ``dy/dt = f(y, beta(t); theta)`` with f = ``model.rhs`` (compiled for
@@ -428,8 +430,9 @@ def solve(spec: ProblemSpec, model: Any, y0: Any, t_end: float, t_eval: Any = No
         (smallest eigenvalue relative to max(1, max |entry|) >= -psd_tol), else ValueError
         (an unrealisable start is no set of vectors, and the reduced flow from it typically
         diverges).  ``math.inf`` skips the check.
+    d : the dimension; required with tied variances (theta's inv_d = 1/d), unused otherwise.
     """
-    lay, theta = _check_model(spec, model, need_jac=tangent)
+    lay, theta = _check_model(spec, model, need_jac=tangent, d=d)
     y0 = _initial_states(lay, y0, "y0", False, spec.target.T, psd_tol)
     if t_eval is None:
         if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) \
@@ -461,7 +464,7 @@ def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval:
                    atol: float = 1e-10, h: float | None = None, h_max: float = math.inf,
                    max_steps: int = 1_000_000, event: Any = None, tangent: bool = False,
                    progress: bool = True, chunk_size: int | None = None,
-                   psd_tol: float = DEFAULT_PSD_TOL) -> EnsembleResult:
+                   psd_tol: float = DEFAULT_PSD_TOL, d: float | None = None) -> EnsembleResult:
     """Integrate N initial conditions of the reduced gradient flow of ``spec`` in parallel.
 
     Parameters
@@ -474,11 +477,12 @@ def solve_ensemble(spec: ProblemSpec, model: Any, Y0: Any, t_end: float, t_eval:
     progress : tqdm bar on stderr (only if stderr is a terminal); chunk_size: members per
         compiled call.  psd_tol : every member of Y0 must be realisable (see :func:`solve`).
     Other arguments as :func:`solve`.  Members are independent: the results do not depend on
-    the number of threads or on the chunking.
+    the number of threads or on the chunking.  ``d``: the dimension, required with tied
+    variances (it sets inv_d = 1/d of the variance flow).
     """
     import time
 
-    lay, theta = _check_model(spec, model, need_jac=tangent)
+    lay, theta = _check_model(spec, model, need_jac=tangent, d=d)
     Y0 = _initial_states(lay, Y0, "Y0", True, spec.target.T, psd_tol)
     start = time.perf_counter()
     run = run_ensemble(model.rhs, Y0, (t0, t_end), theta, jac=model.jac if tangent else None,

@@ -196,8 +196,9 @@ def default_starts(layout: StateLayout, theta: Any, n_random: int = 48,
         perp[k, K + k] = 1.0
     starts: list[np.ndarray] = []
 
-    def add(m: np.ndarray, alpha: np.ndarray | None = None) -> None:
-        starts.append(layout.pack(m @ m.T, m @ mu.T, alpha))
+    def add(m: np.ndarray, alpha: np.ndarray | None = None, log_s: float | None = None) -> None:
+        # tied variances: structured starts at s = 1 (log_s = 0), random ones at random s
+        starts.append(layout.pack(m @ m.T, m @ mu.T, alpha, log_s=log_s))
 
     assignments = itertools.product(range(K), repeat=M)
     for count, assign in enumerate(assignments):
@@ -219,7 +220,8 @@ def default_starts(layout: StateLayout, theta: Any, n_random: int = 48,
         c = rng.dirichlet(np.ones(K), size=M) * rng.choice([-1.0, 1.0], size=(M, 1))
         m = c @ mu + rng.normal(size=(M, D)) * scale * rng.choice([0.05, 0.3, 1.0])
         alpha = rng.normal(size=M) if layout.train_weights else None
-        add(m, None if alpha is None else alpha - alpha.mean())
+        log_s = rng.normal() if layout.log_s_index is not None else None
+        add(m, None if alpha is None else alpha - alpha.mean(), log_s)
     return np.array(starts)
 
 
@@ -235,6 +237,8 @@ class FixedPoint:
     orbit : index of its symmetry orbit in the set.  hits : starts that converged to it.
     vanishing : components (0-based) whose weight is below ``dead_weight`` (trainable
     weights; a fixed point "at infinity" whose dead components' means are arbitrary).
+    s : the common component variance at the fixed point (fixed: the parameter; tied: the
+    state exp(log_s); adiabatic: s*(beta)).
     """
 
     y: np.ndarray
@@ -254,6 +258,7 @@ class FixedPoint:
     orbit: int = -1
     hits: int = 1
     vanishing: tuple[int, ...] = ()
+    s: float | None = None
 
     @property
     def stable(self) -> bool:
@@ -292,6 +297,8 @@ class FixedPoint:
             "beta": float(self.beta),
             "state": self.y.tolist(),
         }
+        if self.s is not None:
+            d["s"] = float(self.s)
         if self.mechanism is not None:
             d["mechanism"] = self.mechanism
         if self.vanishing:
@@ -365,7 +372,8 @@ def analyse_state(model: Any, y: Any, beta: float, theta: Any, *,
     return FixedPoint(y=y, beta=beta, Q=Q, R=R, alpha=alpha, w=w, residual=res, stability=stab,
                       label=label, mechanism=mech,
                       assignment=tuple(int(a) for a in assign_modes(Q, R, T)),
-                      realisable=bool(gmin >= -1e-8), gram_min_eig=gmin, objective=obj)
+                      realisable=bool(gmin >= -1e-8), gram_min_eig=gmin, objective=obj,
+                      s=float(layout.variance(y, beta, theta)))
 
 
 def _same(y1: np.ndarray, y2: np.ndarray, tol: float) -> bool:

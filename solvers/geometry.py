@@ -212,6 +212,8 @@ def state_symmetry(layout: StateLayout, s: Sequence[int], t: Sequence[int],
         start = layout.alpha_slice().start
         for k in range(M):
             index[start + k] = start + s[k]
+    if layout.log_s_index is not None:      # the common variance is invariant
+        index[layout.log_s_index] = layout.log_s_index
     return StateSymmetry(tuple(int(x) for x in s), tuple(int(x) for x in t), int(sign),
                          index, signs)
 
@@ -228,7 +230,9 @@ def random_realisable_states(layout: StateLayout, theta: np.ndarray, n: int,
     for i in range(n):
         m = rng.normal(size=(M, D)) * scale * 0.6
         alpha = rng.normal(size=M) * 0.7 if layout.train_weights else None
-        out[i] = layout.pack(m @ m.T, m @ mu.T, None if alpha is None else alpha - alpha.mean())
+        log_s = rng.normal() * 0.5 if layout.log_s_index is not None else None
+        out[i] = layout.pack(m @ m.T, m @ mu.T, None if alpha is None else alpha - alpha.mean(),
+                             log_s=log_s)
     return out
 
 
@@ -316,7 +320,7 @@ def merge_coincident(y: np.ndarray, layout: StateLayout, theta: np.ndarray,
         for g in groups.values():
             w[g] = w[g].mean()
         alpha = np.log(w)
-    return layout.pack(m @ m.T, m @ mu.T, alpha)
+    return layout.pack(m @ m.T, m @ mu.T, alpha, log_s=layout.log_s_of(y))
 
 
 def zero_R(y: np.ndarray, layout: StateLayout, rel_tol: float) -> np.ndarray | None:
@@ -324,7 +328,7 @@ def zero_R(y: np.ndarray, layout: StateLayout, rel_tol: float) -> np.ndarray | N
     Q, R, alpha = layout.unpack(y)
     if not (0 < float(np.max(np.abs(R))) <= rel_tol * max(1.0, float(np.max(np.abs(y))))):
         return None
-    return layout.pack(Q, np.zeros_like(R), alpha)
+    return layout.pack(Q, np.zeros_like(R), alpha, log_s=layout.log_s_of(y))
 
 
 def invariant_constraints(layout: StateLayout, y: Any, theta: Any,

@@ -1,14 +1,18 @@
 """The one state layout of the reduced flow (DESIGN.md sections 2 and 5).
 
-The reduced state of a structure ``(K, M, train_weights, path)`` is the vector y (n,)
+The reduced state of a structure ``(K, M, train_weights, path, variances)`` is the vector y
+(n,)
 
-    ``y = (Q_kl for k <= l row-major, R_ka row-major, alpha_k if the weights train)``,
+    ``y = (Q_kl for k <= l row-major, R_ka row-major, alpha_k if the weights train,
+    log_s if the variances are tied)``,
 
-named ``Q_k_l``, ``R_k_a``, ``alpha_k`` (1-based) by :func:`derivations.spec.state_names`,
-with ``n = M (M + 1) / 2 + M K (+ M)``.  ``Q_kl = m_k . m_l``, ``R_ka = m_k . mu_a``, alpha the
-weight logits (``w = softmax(alpha)``).  The parameter vector theta (p,) is ordered as
-:func:`derivations.spec.parameter_names` (T upper triangle, pi, Delta, s, sigma0^2 for the
-geometric path, the fixed weights w).
+named ``Q_k_l``, ``R_k_a``, ``alpha_k``, ``log_s`` (1-based) by
+:func:`derivations.spec.state_names`, with ``n = M (M + 1) / 2 + M K (+ M) (+ 1)``.
+``Q_kl = m_k . m_l``, ``R_ka = m_k . mu_a``, alpha the weight logits (``w = softmax(alpha)``),
+log_s the log of the common component variance s.  The parameter vector theta (p,) is ordered
+as :func:`derivations.spec.parameter_names` (T upper triangle, pi, Delta, s -- or inv_d = 1/d
+for tied variances, nothing for adiabatic ones --, sigma0^2 for the geometric path, the fixed
+weights w).  :meth:`StateLayout.variance` gives s for every treatment.
 
 :class:`StateLayout` is the only place in the toolkit that knows these positions: the
 integrators' problem-level API (:mod:`solvers.ensemble`), fixed points, continuation,
@@ -69,6 +73,7 @@ class StateLayout:
     q_index : (M, M) symmetric int array, ``Q_kl`` and ``Q_lk`` are ``y[q_index[k, l]]``.
     r_index : (M, K) int array, ``R_ka = y[r_index[k, a]]``.
     alpha_index : (M,) int array of the logits, or None for fixed weights.
+    log_s_index : position of ``log_s`` (tied variances), or None.
     names : the state names (tuple, canonical order).
     """
 
@@ -77,6 +82,7 @@ class StateLayout:
     q_index: np.ndarray = field(init=False, repr=False, compare=False)
     r_index: np.ndarray = field(init=False, repr=False, compare=False)
     alpha_index: np.ndarray | None = field(init=False, repr=False, compare=False)
+    log_s_index: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.structure, ModelStructure):
@@ -86,6 +92,8 @@ class StateLayout:
         object.__setattr__(self, "q_index", qi)
         object.__setattr__(self, "r_index", ri)
         object.__setattr__(self, "alpha_index", ai)
+        object.__setattr__(self, "log_s_index",
+                           self.n - 1 if self.structure.variances == "tied" else None)
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
@@ -116,7 +124,8 @@ class StateLayout:
 
     @property
     def n(self) -> int:
-        return self.n_q + self.M * self.K + (self.M if self.train_weights else 0)
+        return (self.n_q + self.M * self.K + (self.M if self.train_weights else 0)
+                + (1 if self.structure.variances == "tied" else 0))
 
     @property
     def n_state(self) -> int:
@@ -177,12 +186,14 @@ class StateLayout:
         alpha = None if self.alpha_index is None else y[..., self.alpha_index]
         return Q, R, alpha
 
-    def pack(self, Q: Any, R: Any, alpha: Any = None, *, strict: bool = False) -> np.ndarray:
+    def pack(self, Q: Any, R: Any, alpha: Any = None, *, strict: bool = False,
+             log_s: Any = None) -> np.ndarray:
         """``(Q (..., M, M), R (..., M, K), alpha (..., M))`` -> ``y (..., n)``.
 
         strict=False (internal use): Q is symmetrised, a missing alpha of a trainable state is
-        0.  strict=True (user input, :func:`pack_state`): Q must be symmetric (to 1e-12
-        relative) and alpha is required exactly when the weights train.
+        0, a missing log_s of a tied-variance state is 0 (s = 1).  strict=True (user input,
+        :func:`pack_state`): Q must be symmetric (to 1e-12 relative) and alpha is required
+        exactly when the weights train.  ``log_s`` (scalar or (...,)): tied variances only.
         """
         M, K = self.M, self.K
         Q = np.asarray(Q, dtype=float)
@@ -216,7 +227,18 @@ class StateLayout:
             batch = np.broadcast_shapes(batch, alpha.shape[:-1])
         elif alpha is not None:
             raise ValueError("alpha: the weights are fixed (state has no alpha_k); pass None")
+        if strict and self.log_s_index is not None and log_s is None:
+            raise ValueError("log_s: required, the variances are tied (state has log_s)")
+        if self.log_s_index is not None:
+            log_s = np.asarray(0.0 if log_s is None else log_s, dtype=float)
+            if not np.all(np.isfinite(log_s)):
+                raise ValueError("log_s: must be finite (found NaN or inf)")
+            batch = np.broadcast_shapes(batch, log_s.shape)
+        elif log_s is not None:
+            raise ValueError("log_s: the variances are not tied (state has no log_s); pass None")
         y = np.empty(batch + (self.n,))
+        if self.log_s_index is not None:
+            y[..., self.log_s_index] = log_s
         for k in range(M):
             for l in range(k, M):
                 y[..., self.q_index[k, l]] = Q[..., k, l]
@@ -247,6 +269,29 @@ class StateLayout:
         theta = np.asarray(theta, dtype=float)
         return np.array([theta[names.index(f"w_{k + 1}")] for k in range(self.M)])
 
+    def log_s_of(self, y: Any) -> Any:
+        """``y[..., log_s]`` for tied variances, else None (pass it on to :meth:`pack`)."""
+        if self.log_s_index is None:
+            return None
+        return np.asarray(y, dtype=float)[..., self.log_s_index]
+
+    def variance(self, y: Any, beta: Any, theta: Any) -> Any:
+        """The common component variance s (DESIGN.md section 9): ``theta['s']`` (fixed),
+        ``exp(y[log_s])`` (tied; shape (...,)), or ``s*(beta) = 1 / (beta/Delta +
+        gamma/sigma0^2)`` (adiabatic; gamma = 1 - beta on the geometric path, else 0)."""
+        names = self.parameter_names
+        theta = np.asarray(theta, dtype=float)
+        v = self.structure.variances
+        if v == "tied":
+            return np.exp(np.asarray(y, dtype=float)[..., self.log_s_index])
+        if v == "fixed":
+            return float(theta[names.index("s")])
+        beta = np.asarray(beta, dtype=float)
+        prec = beta / theta[names.index("Delta")]
+        if self.structure.path == "geometric":
+            prec = prec + (1.0 - beta) / theta[names.index("sigma0_sq")]
+        return 1.0 / prec
+
     def fix_gauge(self, y: Any) -> np.ndarray:
         """Representative of the gauge orbit with ``sum(alpha) = 0`` (copy)."""
         y = np.array(y, dtype=float)
@@ -265,9 +310,12 @@ def _names_tuple(names: Any) -> tuple[str, ...]:
 @lru_cache(maxsize=64)
 def _layout_of_names(names: tuple[str, ...]) -> StateLayout:
     q, r, al = set(), set(), set()
+    tied = "log_s" in names
     for nm in names:
         parts = nm.split("_")
         try:
+            if nm == "log_s":
+                continue
             if parts[0] == "Q" and len(parts) == 3:
                 q.add((int(parts[1]), int(parts[2])))
             elif parts[0] == "R" and len(parts) == 3:
@@ -282,7 +330,8 @@ def _layout_of_names(names: tuple[str, ...]) -> StateLayout:
     K = max((a for _, a in r), default=0)
     if M < 1 or K < 1:
         raise ValueError(f"names: need Q and R entries, got {list(names)}")
-    lay = StateLayout(ModelStructure(K, M, bool(al)), names_only=True)
+    lay = StateLayout(ModelStructure(K, M, bool(al), variances="tied" if tied else "fixed"),
+                      names_only=True)
     if names != lay.names:
         raise ValueError(f"names: must be the canonical state names of K = {K}, M = {M} "
                          f"in order ({', '.join(lay.names)}), got {list(names)}")

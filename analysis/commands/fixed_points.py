@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pseudo-arclength continuation in PARAM (beta, A, pi_1, w_1, s, Delta, "
                         "sigma0_sq) from START to STOP; the other parameters stay at their "
                         "values (beta from --beta)")
+    p.add_argument("--d", type=positive_int, default=1000,
+                   help="dimension (default 1000): with --trainable-variances (--variances tied) "
+                        "it sets the parameter inv_d = 1/d of the variance flow, so the fixed "
+                        "points of the tied flow are d-dependent through O(1/d) terms; the "
+                        "other treatments do not depend on d")
     p.add_argument("--starts", type=nonneg_int, default=48,
                    help="number of random Newton starts (besides the structured ones; default 48)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random starts (default 0)")
@@ -96,7 +101,7 @@ def _print_fixed_points(fps: Any, beta: float) -> None:
                        for e in fp.eigenvalues[:3])
         stab = fp.kind if fp.kind != "saddle" else f"saddle ({fp.n_unstable} unst.)"
         obj = f"{fp.objective:10.4f}" if fp.objective is not None else f"{'-':>10}"
-        extra = ""
+        extra = "" if fp.s is None else f"  s={fp.s:.6g}"
         if fp.alpha is not None:
             extra += "  w=[" + " ".join(f"{w:.4f}" for w in fp.w) + "]"
         if fp.vanishing:
@@ -148,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise CommandError(f"--continue: START and STOP must be numbers, got "
                                f"{args.cont[1]!r} {args.cont[2]!r}") from None
-        pmap = ParameterMap.from_spec(spec, name, beta=beta)
+        pmap = ParameterMap.from_spec(spec, name, beta=beta, d=args.d)
         pmap.check(start, "--continue START", physical=True)
         pmap.check(stop, "--continue STOP", physical=True)
         if start == stop:
@@ -157,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--plot: needs --continue")
     output_file("--plot", args.plot, PLOT_SUFFIXES)
     model = compile_model(spec.structure)
-    theta = spec.theta()
+    theta = spec.theta(d=args.d)
     fps = find_fixed_points(model, beta, theta, n_random=args.starts, seed=args.seed,
                             include_unrealisable=args.include_unrealisable)
     diagram = None
@@ -178,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
             plt.close(fig)
 
     if args.json:
-        obj = {"problem": spec.to_dict(), "beta": beta, "state_names": model.state_names,
+        obj = {"problem": spec.to_dict(), "beta": beta, "d": args.d,
+               "state_names": model.state_names,
                "fixed_points": [fp.to_dict() for fp in fps]}
         if diagram is not None:
             obj["continuation"] = {"parameter": diagram.parameter, "start": diagram.start,

@@ -72,7 +72,7 @@ class OdeOptions(EstimatorOptions):
 
 
 def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol: float,
-                 weight_threshold: float, progress: bool, max_extensions: int = 3
+                 weight_threshold: float, d: int, progress: bool, max_extensions: int = 3
                  ) -> tuple:
     """Integrate one chunk of initial states to their outcome and classify (module-level:
     picklable).
@@ -91,7 +91,7 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
     from ..classify import between_modes, modes_missed, occupancy
     T = spec.target.T
     res = solve_ensemble(spec, model, Y0, t_end, rtol=rtol, atol=atol, event=event,
-                         progress=progress)
+                         progress=progress, d=d)
     y = res.y_final.copy()
     status = res.status.copy()
     collapsed, mech = classify(res.Q_final, res.R_final, T, res.w_final, weight_threshold)
@@ -102,7 +102,7 @@ def _solve_chunk(spec_json: str, Y0: np.ndarray, t_end: float, rtol: float, atol
         if moving.size == 0:
             break
         ext = solve_ensemble(spec, model, y[moving], t_now + t_end, t0=t_now, rtol=rtol,
-                             atol=atol, event=event, progress=False)
+                             atol=atol, event=event, progress=False, d=d)
         c_new, m_new = classify(ext.Q_final, ext.R_final, T, ext.w_final, weight_threshold)
         changed = int(np.count_nonzero(c_new != collapsed[moving]))
         y[moving], status[moving] = ext.y_final, ext.status
@@ -148,6 +148,7 @@ class OdeEstimator(CollapseEstimator):
     summary = "theory ensemble: exact finite-d initial law, reduced ODE per draw"
     Options = OdeOptions
     objectives = ("reverse-kl", "forward-kl")
+    variances = ("fixed", "tied", "adiabatic")
 
     def check(self, spec: ProblemSpec, d: int, options: OdeOptions) -> None:
         super().check(spec, d, options)
@@ -158,6 +159,10 @@ class OdeEstimator(CollapseEstimator):
                              "engine implements the reverse KL)")
         # a kernel grid the n-D softmax rule would refuse mid-run is refused here, by name
         K, M = spec.structure.K, spec.structure.M
+        if max(K, M) > EXPANDED_MAX and spec.family.variances != "fixed":
+            raise ValueError(f"spec: variances={spec.family.variances!r} needs the expanded "
+                             f"engine (K, M <= {EXPANDED_MAX}); the loop-form engine has fixed "
+                             "variances only")
         if max(K, M) > EXPANDED_MAX:
             t_end = float(options.t_end or default_ode_t_end(spec))
             if not np.isfinite(_loop_seconds_per_draw(spec, t_end)):
@@ -183,7 +188,7 @@ class OdeEstimator(CollapseEstimator):
 
         t_end = float(options.t_end or default_ode_t_end(spec))
         Y0s = chunked_initial_states(spec, d, draws, seed, options.chunk)
-        args = (t_end, options.rtol, options.atol, options.weight_threshold)
+        args = (t_end, options.rtol, options.atol, options.weight_threshold, d)
         parts = run_chunks(_solve_chunk, spec, Y0s, args, options.progress, options.max_extensions,
                            executor)
         collapsed, mech, status, details, more = merge_chunks(parts, STATUS_SUCCESS)
