@@ -26,9 +26,10 @@ Quadrature (all trapezoid rules, exponentially accurate; ``T = -log(tol) + 3``):
   = e^{-T}``.  Range ``[max_b (m_b - X sigma_b) - log T, max_b (m_b + min(sigma_b^2 / 2 + T,
   max(2 T, 2 X sigma_b))) + 2]`` with ``X = sqrt(2 (T + 2))`` (left: some ``F_b < e^{-T}``;
   right: every ``f_a`` below ``e^{-T}``).
-* xi, for each logit: the sub-lattice ``sigma_b xi_j = j h / J_b``, ``J_b = max(2, ceil(h /
-  (0.6 sigma_b)))`` (so ``h_xi <= 0.6``: Gaussian error ``exp(-2 pi^2 / h_xi^2)``; and
-  ``h / J <= h / 2`` against the growth of the Gaussian in the strip of G), truncated at
+* xi, for each logit: the sub-lattice ``sigma_b xi_j = j h / J_b``, ``J_b = ceil(h /
+  (0.6 sigma_b))`` (so ``h_xi <= 0.6``: Gaussian error ``exp(-2 pi^2 / h_xi^2)``), at least
+  2 when the Gaussian's growth ``exp(a^2 / 2)`` in the strip ``a = 0.8 pi / (2 sigma_b)`` of
+  G exceeds e (then ``h / J <= h / 2`` keeps the error below ``e^{-T}``), truncated at
   ``|xi| <= X``.  Because the xi-nodes fall on the z sub-lattice, ``G`` is tabulated once per
   (row, logit) on that sub-lattice (2 exponentials per point) and ``F_b, f_b`` at the z-nodes
   are discrete convolutions (multiply-adds only).  For tiny ``sigma_b`` (``J_b > 64``) the
@@ -94,7 +95,10 @@ def _rule(sd, h, X, tol):
     """xi-rule of one logit: (J, jmax, ngh); J = 0 means Gauss-Hermite with ngh nodes."""
     if sd <= 0.0:
         return 0, 0, 1
-    J = max(2, int(math.ceil(h / (0.6 * sd))))
+    J = max(1, int(math.ceil(h / (0.6 * sd))))
+    a = _THETA * 0.5 * math.pi / sd
+    if 0.5 * a * a > 1.0:
+        J = max(J, 2)
     if J <= _J_MAX:
         hs = h / J
         jmax = int(math.ceil(X * sd / hs))
@@ -169,6 +173,23 @@ def diag_softmax_rows(A, var, P, L, tol):
                 s += wv
             for j in range(2 * jm[b] + 1):
                 wts[b, j] /= s
+    vmax = 0.0
+    for b in range(n):
+        vmax = max(vmax, var[b])
+    if vmax == 0.0:
+        # deterministic logits: softmax and LSE themselves
+        for k in range(r):
+            mx = -1e300
+            for b in range(n):
+                mx = max(mx, A[k, b])
+            s = 0.0
+            for b in range(n):
+                P[k, b] = math.exp(A[k, b] - mx)
+                s += P[k, b]
+            for b in range(n):
+                P[k, b] /= s
+            L[k] = mx + math.log(s)
+        return
     m = np.empty(n)
     for k in range(r):
         mref = -1e300
