@@ -71,10 +71,10 @@ __all__ = ["gauss_softmax_rows", "tolerance_for", "MAX_NODES", "grid_size", "cal
 
 #: relative tolerance of the ``D + c 1^T + 1 c^T`` test that routes n >= 4 to the 1-D kernel
 DIAG_RTOL = 1e-12
-#: measured seconds per operation of :func:`solvers.laplace.diag_cost` (2 loaded cores) and
-#: per node x row x logit of the product rule
+#: measured seconds per operation of :func:`solvers.laplace.diag_cost` (4-7 ns) and
+#: per node x row x logit of the product rule (0.7-1.4 ns), 2 loaded cores
 _DIAG_SECONDS = 8e-9
-_PRODUCT_SECONDS = 1e-8
+_PRODUCT_SECONDS = 1.5e-9
 
 _PI = math.pi
 _PI2 = math.pi * math.pi
