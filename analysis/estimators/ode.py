@@ -168,8 +168,11 @@ class OdeEstimator(CollapseEstimator):
                 from solvers.softmax import MAX_NODES
                 raise ValueError(
                     f"K/M: the n-D Gaussian softmax kernel cannot integrate this problem "
-                    f"(K = {K}, M = {M}: its product grid would exceed {MAX_NODES:.0e} nodes); "
-                    "today the loop-form engine reaches about K <= 4 at O(1) overlaps")
+                    f"(K = {K}, M = {M}: the product grid of the variational logits, or of "
+                    f"target logits with a correlated covariance, would exceed "
+                    f"{MAX_NODES:.0e} nodes); today the loop-form engine reaches about "
+                    "M <= 5 at O(1) overlaps (target logits of covariance D + c1^T + 1c^T: "
+                    "any K, by the exact 1-D kernel)")
 
     def cost(self, spec: ProblemSpec, d: int, draws: int, options: OdeOptions) -> Cost:
         n_state = spec.structure.n_state
