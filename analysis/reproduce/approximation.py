@@ -19,7 +19,8 @@ point WITH its state-independent constant: ``FixedPoint.objective`` is F without
       = (d/2) (s/Delta - 1 - log(s/Delta)),
 
 the KL between the isotropic covariances, zero when s = Delta (it is added here, not fitted).
-One fixed point per symmetry orbit is kept.  M = 4 uses the loop-form engine
+One fixed point per symmetry orbit is kept; "stable" includes non-hyperbolic points without
+unstable directions (coinciding components: exactly neutral splits, recorded as ``kind``).  M = 4 uses the loop-form engine
 (:func:`analysis.estimators.common.compiled_model`), whose Jacobian is a Richardson finite
 difference (:data:`derivations.loopgen.JAC_FD_DOC`) and whose objective has the same
 normalisation as the expanded engine's.
@@ -175,7 +176,10 @@ def kl_table(plan: KLPlan, log=lambda msg: None) -> list[dict]:
             c = kl_constant(1.0, spec.family.variance, spec.target.variance, plan.d)
             orbits: dict = {}
             for f in fps:
-                if not f.stable or f.objective is None:
+                # stable, or non-hyperbolic without unstable directions: coinciding components
+                # of a split (M > K) have exactly neutral directions (the split of their
+                # common weight), e.g. the KL = 0 minimum 2+2 at M = 4
+                if f.n_unstable > 0 or f.objective is None:
                     continue
                 key = f.orbit if f.orbit >= 0 else (f.label, round(f.objective, 8))
                 if key not in orbits or f.residual < orbits[key].residual:
@@ -183,7 +187,8 @@ def kl_table(plan: KLPlan, log=lambda msg: None) -> list[dict]:
             for f in sorted(orbits.values(), key=lambda f: f.objective):
                 occ = sorted((sum(1 for a in f.assignment if a == m) for m in range(plan.K)),
                              reverse=True)
-                rows.append({"M": M, "A": A, "label": f.label, "mechanism": f.mechanism,
+                rows.append({"M": M, "A": A, "label": f.label, "kind": f.kind,
+                             "mechanism": f.mechanism,
                              "occupancy": "+".join(map(str, occ)), "w": list(map(float, f.w)),
                              "objective": float(f.objective), "constant": c,
                              "kl": float(f.objective) + c, "residual": float(f.residual)})
