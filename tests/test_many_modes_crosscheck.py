@@ -99,11 +99,3 @@ def test_ode_and_montecarlo_occupancy_agrees(runs):
         f"Newcombe {CONF:.0%} interval [{lo:.3f}, {hi:.3f}] excludes 0")
     if (K, M) == (2, 4):
         assert 0.03 < k_ode / draws < 0.6 and 0.03 < k_mc / draws < 0.6
-
-
-@pytest.mark.parametrize("K, M, name", [(2, 4, "M"), (5, 3, "K")])
-def test_linear_refuses_the_loop_form_engine_by_name(K, M, name):
-    """The linear estimator needs the Jacobian, which the loop-form engine (K or M > 3) does
-    not generate: a clear refusal naming the parameter, not an internal error."""
-    with pytest.raises(ValueError, match=rf"^{name}: the linear estimator needs the tangent"):
-        collapse_probability(simplex(K, M, 9.0), D, "linear", draws=10, seed=0)

@@ -10,10 +10,18 @@ Examples::
 With ``--json`` one JSON object is printed: ``problem`` (the specification), ``beta``,
 ``state_names``, ``fixed_points`` (a list of objects with ``label``, ``stable``, ``kind``,
 ``n_unstable``, ``eigenvalues`` as ``[re, im]`` pairs, ``Q``, ``R``, ``w``, ``assignment``
-(1-based nearest mode of each component), ``residual``, ``realisable``, ``objective``,
-``orbit``, ``state``), and with ``--continue`` also ``continuation`` (parameter, start, stop)
+(1-based nearest mode of each component), ``occupancy`` (the number of components of weight
+>= 1e-3 on each mode, :func:`analysis.classify.occupancy`), ``occupancy_pattern`` (the same,
+sorted, e.g. ``"2+1+1+0"``), ``residual``, ``realisable``, ``objective``, ``orbit``,
+``state``), and with ``--continue`` also ``continuation`` (parameter, start, stop)
 and ``branches`` (per branch: ``p``, ``state``, ``stable``, ``n_unstable``, ``labels``,
-``realisable``, ``special_points``, ``status``, ``origin``).
+``realisable``, ``special_points``, ``status``, ``origin``, and ``occupancy``: per point
+the components on each mode).
+
+Engines: :func:`analysis.estimators.common.compiled_model` (the expanded engine for K, M <= 3,
+the loop-form engine, whose Jacobian is a Richardson finite difference, up to K, M = 4 and
+beyond).  For K or M >= 4 the search is cut to the scale of the problem
+(:func:`search_options`).
 """
 
 from __future__ import annotations
@@ -84,18 +92,99 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def occupancy_of(Q: Any, R: Any, T: Any, w: Any = None) -> list[int]:
+    """Components (of weight >= 1e-3; all when ``w`` is None) nearest to each target mode:
+    the label of a fixed point by how many components sit on each mode (length K)."""
+    import numpy as np
+
+    from analysis.classify import occupancy
+    return [int(x) for x in occupancy(np.asarray(Q), np.asarray(R), np.asarray(T),
+                                      None if w is None else np.asarray(w))]
+
+
+def occupancy_pattern(occ: list[int]) -> str:
+    """The occupancy sorted in decreasing order, e.g. ``"2+1+1+0"`` (the label up to the
+    symmetry of the modes)."""
+    return "+".join(str(x) for x in sorted(occ, reverse=True))
+
+
+def _fp_dict(fp: Any, T: Any, train_weights: bool) -> dict:
+    d = fp.to_dict()
+    occ = occupancy_of(fp.Q, fp.R, T, fp.w if train_weights else None)
+    d["occupancy"] = occ
+    d["occupancy_pattern"] = occupancy_pattern(occ)
+    return d
+
+
+def _branch_dict(br: Any, layout: Any, pmap: Any) -> dict:
+    """A branch's JSON with the occupancy of every point (T read at the point's parameter)."""
+    d = br.to_dict()
+    occ = []
+    for p, y in zip(br.p, br.y):
+        _, theta = pmap(float(p))
+        Q, R, _ = layout.unpack(y)
+        w = layout.weights(y, theta) if layout.train_weights else None
+        occ.append(occupancy_of(Q, R, layout.T(theta), w))
+    d["occupancy"] = occ
+    return d
+
+
+def search_options(spec: Any, n_random: int) -> dict:
+    """Keyword arguments of :func:`solvers.fixedpoints.find_fixed_points` for ``spec``.
+
+    K, M <= 3: the defaults (every assignment of components to modes as a start, each start
+    also relaxed along the flow, symmetric images added).  K or M >= 4 (the loop-form engine:
+    rhs evaluations cost up to ~10 ms at (4, 4), A = 9, and each Jacobian 4 n of them): one
+    start per occupancy pattern up to the symmetries of equal weights (components sorted,
+    modes sorted when the target weights are equal), the structured centre starts and the
+    ``n_random`` random ones, no relaxation and no search for symmetric images."""
+    import itertools
+
+    import numpy as np
+
+    from solvers.fixedpoints import default_starts
+    from solvers.layout import state_layout
+    st = spec.structure
+    if max(st.K, st.M) <= 3:
+        return {"n_random": n_random}
+    layout = state_layout(st)
+    theta = spec.theta()
+    full = default_starts(layout, theta, 0)
+    n_assign = min(256, st.K ** st.M)
+    keep = []
+    pis = np.asarray(spec.target.weights)
+    modes_equal = bool(np.allclose(pis, pis[0]))
+    seen = set()
+    for count, assign in enumerate(itertools.product(range(st.K), repeat=st.M)):
+        if count >= n_assign:
+            break
+        key = tuple(sorted(assign))
+        if modes_equal:
+            key = tuple(sorted(np.bincount(assign, minlength=st.K)))
+        if key in seen:
+            continue
+        seen.add(key)
+        keep += [3 * count, 3 * count + 1, 3 * count + 2]
+    keep += list(range(3 * n_assign, full.shape[0]))
+    starts = full[keep]
+    rnd = default_starts(layout, theta, n_random, 0)[full.shape[0]:]
+    return {"starts": np.concatenate([starts, rnd]), "relax_time": 0.0,
+            "use_symmetries": False}
+
+
 def _fmt_matrix(A: Any) -> str:
     return "[" + "; ".join(" ".join(f"{v:8.4f}" for v in row) for row in A) + "]"
 
 
-def _print_fixed_points(fps: Any, beta: float) -> None:
+def _print_fixed_points(fps: Any, beta: float, T: Any = None, train_weights: bool = False
+                        ) -> None:
     out = sys.stdout
     out.write(f"Fixed points at beta = {beta:g}: {len(fps)} found "
               f"({fps.n_starts} starts, {fps.n_converged} converged"
               f"{f', {fps.n_unrealisable} unrealisable discarded' if fps.n_unrealisable else ''})"
               "\n")
-    out.write(f"{'#':>3} {'label':<10} {'stability':<17} {'orbit':>5} {'F':>10}  "
-              f"{'leading eigenvalues':<34} Q / R\n")
+    out.write(f"{'#':>3} {'label':<10} {'occupancy':<10} {'stability':<17} {'orbit':>5} "
+              f"{'F':>10}  {'leading eigenvalues':<34} Q / R\n")
     for i, fp in enumerate(fps):
         ev = ", ".join(f"{e.real:+.4f}" + (f"{e.imag:+.3f}i" if abs(e.imag) > 1e-12 else "")
                        for e in fp.eigenvalues[:3])
@@ -109,7 +198,9 @@ def _print_fixed_points(fps: Any, beta: float) -> None:
                 str(k + 1) for k in fp.vanishing) + ")"
         if not fp.realisable:
             extra += "  (not realisable)"
-        out.write(f"{i:>3} {fp.label:<10} {stab:<17} {fp.orbit:>5} {obj}  {ev:<34} "
+        occ = "-" if T is None else ",".join(
+            str(x) for x in occupancy_of(fp.Q, fp.R, T, fp.w if train_weights else None))
+        out.write(f"{i:>3} {fp.label:<10} {occ:<10} {stab:<17} {fp.orbit:>5} {obj}  {ev:<34} "
                   f"Q={_fmt_matrix(fp.Q)}  R={_fmt_matrix(fp.R)}{extra}\n")
 
 
@@ -133,7 +224,7 @@ def _print_branches(diagram: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from derivations.codegen import compile_model
+    from analysis.estimators.common import compiled_model
     from solvers.continuation import ParameterMap, trace_branches
     from solvers.fixedpoints import find_fixed_points
 
@@ -161,10 +252,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.cont is None:
         raise CommandError("--plot: needs --continue")
     output_file("--plot", args.plot, PLOT_SUFFIXES)
-    model = compile_model(spec.structure)
+    model = compiled_model(spec)
     theta = spec.theta(d=args.d)
-    fps = find_fixed_points(model, beta, theta, n_random=args.starts, seed=args.seed,
-                            include_unrealisable=args.include_unrealisable)
+    T, tw = spec.target.T, spec.structure.train_weights
+    fps = find_fixed_points(model, beta, theta, **search_options(spec, args.starts),
+                            seed=args.seed, include_unrealisable=args.include_unrealisable)
     diagram = None
     if pmap is not None:
         diagram = trace_branches(model, pmap, start, stop, n_random=args.starts, seed=args.seed,
@@ -185,16 +277,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         obj = {"problem": spec.to_dict(), "beta": beta, "d": args.d,
                "state_names": model.state_names,
-               "fixed_points": [fp.to_dict() for fp in fps]}
+               "fixed_points": [_fp_dict(fp, T, tw) for fp in fps]}
         if diagram is not None:
             obj["continuation"] = {"parameter": diagram.parameter, "start": diagram.start,
                                    "stop": diagram.stop}
-            obj["branches"] = [b.to_dict() for b in diagram.branches]
+            from solvers.layout import state_layout
+            obj["branches"] = [_branch_dict(b, state_layout(spec.structure), pmap)
+                               for b in diagram.branches]
             if args.plot is not None:
                 obj["plot"] = str(args.plot)
         sys.stdout.write(json.dumps(_finite(obj)) + "\n")
         return 0
-    _print_fixed_points(fps, beta)
+    _print_fixed_points(fps, beta, T, tw)
     if diagram is not None:
         _print_branches(diagram)
         if args.plot is not None:

@@ -10,7 +10,7 @@ of each mechanism.
 
 ``kl_vs_M`` — the reverse KL of every STABLE fixed point of the reduced flow at beta = 1, for the
 symmetric bimodal target (the simplex preset at K = 2: pi = (1/2, 1/2), mu_2 = -mu_1,
-|mu_1|^2 = A, Delta = s = 1) with M = 2 and M = 3 components of fixed equal weights, against A
+|mu_1|^2 = A, Delta = s = 1) with M = 2, 3 and 4 components of fixed equal weights (the quick plan: M = 2, 3), against A
 (= s / Delta-scaled separation |mu|^2 / Delta).  The KL is the objective value at the fixed
 point WITH its state-independent constant: ``FixedPoint.objective`` is F without the constant
 (derivations/model.py), and at beta = 1 on the tempering path (gamma = 0) that constant is
@@ -19,9 +19,11 @@ point WITH its state-independent constant: ``FixedPoint.objective`` is F without
       = (d/2) (s/Delta - 1 - log(s/Delta)),
 
 the KL between the isotropic covariances, zero when s = Delta (it is added here, not fitted).
-One fixed point per symmetry orbit is kept.  M = 4 is not shown: the loop-form engine (M > 3)
-provides no Jacobian, so :func:`solvers.fixedpoints.find_fixed_points` cannot classify
-stability there.
+One fixed point per symmetry orbit is kept; "stable" includes non-hyperbolic points without
+unstable directions (coinciding components: exactly neutral splits, recorded as ``kind``).  M = 4 uses the loop-form engine
+(:func:`analysis.estimators.common.compiled_model`), whose Jacobian is a Richardson finite
+difference (:data:`derivations.loopgen.JAC_FD_DOC`) and whose objective has the same
+normalisation as the expanded engine's.
 """
 
 from __future__ import annotations
@@ -138,9 +140,9 @@ def pi_A_trainable(plan: TrainablePlan, ctx: FigureContext) -> Path:
 @dataclass(frozen=True)
 class KLPlan:
     K: int = 2
-    Ms: tuple[int, ...] = (2, 3)
+    Ms: tuple[int, ...] = (2, 3, 4)
     As: tuple[float, ...] = (2.0, 4.0, 5.0, 6.0, 7.0, 9.0, 12.0, 16.0)
-    n_random: tuple[int, ...] = (24, 8)
+    n_random: tuple[int, ...] = (24, 8, 4)
     d: int = 1000
     seed: int = 0
 
@@ -159,21 +161,25 @@ def kl_constant(beta: float, s: float, Delta: float, d: int) -> float:
 
 def kl_table(plan: KLPlan, log=lambda msg: None) -> list[dict]:
     """One row per (M, A, stable orbit): label, occupancy, w, objective, constant, kl."""
-    from derivations.codegen import compile_model
     from derivations.spec import ConstantSchedule, simplex
     from solvers.fixedpoints import find_fixed_points
+
+    from ..estimators.common import compiled_model
 
     rows = []
     for M, n_random in zip(plan.Ms, plan.n_random):
         for A in plan.As:
             spec = simplex(plan.K, M, A, ConstantSchedule(1.0))
-            model = compile_model(spec.structure)
+            model = compiled_model(spec)
             t0 = time.perf_counter()
             fps = find_fixed_points(model, 1.0, spec.theta(), n_random=n_random, seed=plan.seed)
             c = kl_constant(1.0, spec.family.variance, spec.target.variance, plan.d)
             orbits: dict = {}
             for f in fps:
-                if not f.stable or f.objective is None:
+                # stable, or non-hyperbolic without unstable directions: coinciding components
+                # of a split (M > K) have exactly neutral directions (the split of their
+                # common weight), e.g. the KL = 0 minimum 2+2 at M = 4
+                if f.n_unstable > 0 or f.objective is None:
                     continue
                 key = f.orbit if f.orbit >= 0 else (f.label, round(f.objective, 8))
                 if key not in orbits or f.residual < orbits[key].residual:
@@ -181,7 +187,8 @@ def kl_table(plan: KLPlan, log=lambda msg: None) -> list[dict]:
             for f in sorted(orbits.values(), key=lambda f: f.objective):
                 occ = sorted((sum(1 for a in f.assignment if a == m) for m in range(plan.K)),
                              reverse=True)
-                rows.append({"M": M, "A": A, "label": f.label, "mechanism": f.mechanism,
+                rows.append({"M": M, "A": A, "label": f.label, "kind": f.kind,
+                             "mechanism": f.mechanism,
                              "occupancy": "+".join(map(str, occ)), "w": list(map(float, f.w)),
                              "objective": float(f.objective), "constant": c,
                              "kl": float(f.objective) + c, "residual": float(f.residual)})
@@ -226,17 +233,16 @@ def _plot_kl(rows: list[dict], plan: KLPlan):
 
 
 KL_FULL = KLPlan()
-KL_QUICK = KLPlan(As=(4.0, 9.0, 16.0), n_random=(16, 2))
+KL_QUICK = KLPlan(Ms=(2, 3), As=(4.0, 9.0, 16.0), n_random=(16, 2))
 
 
 @figure_job("kl_vs_M", full=KL_FULL, quick=KL_QUICK,
-            summary="reverse KL of the stable fixed points against A for M = 2, 3 (K = 2)")
+            summary="reverse KL of the stable fixed points against A for M = 2, 3, 4 (K = 2)")
 def kl_vs_M(plan: KLPlan, ctx: FigureContext) -> Path:
     t0 = time.perf_counter()
     rows = kl_table(plan, ctx.log)
     fig = _plot_kl(rows, plan)
     return save_figure(fig, ctx.out_dir / "kl_vs_M.png",
                        {"plan": asdict(plan), "rows": rows, "quick": ctx.quick,
-                        "note": "M = 4 not shown: the loop-form engine (M > 3) has no Jacobian, "
-                                "so stability cannot be classified there",
+                        "note": "M = 4 by the loop-form engine (finite-difference Jacobian)",
                         "wall_time": time.perf_counter() - t0})
