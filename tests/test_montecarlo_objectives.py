@@ -290,3 +290,48 @@ def test_cli_forward_kl_and_tied_variances():
                        "--path", "mixture", "--d", "20", "--draws", "4", "--t-end", "3",
                        "--json"])
     assert code == 0 and data["details"]["objective"] == "forward-kl" and data["n"] == 4
+
+
+def test_same_seed_same_initial_conditions_for_both_objectives():
+    """What the objectives_collapse figure relies on: run i of either objective starts from
+    the same target frame and initial means."""
+    from analysis.reproduce.objectives import ObjectivesPlan, _specs
+    rev, fwd = _specs(ObjectivesPlan(), (0.8, 0.2), (20.0, 10.0))
+    assert rev.objective == "reverse-kl" and rev.path.kind == "tempering"
+    assert fwd.objective == "forward-kl" and fwd.path.kind == "inflation"
+    assert fwd.schedule == rev.schedule
+    cfg = MonteCarloConfig(d=20, seeds=3, seed=5, t_end=0.1)
+    a = simulate(rev, cfg, progress=False)
+    b = simulate(fwd, cfg, progress=False)
+    np.testing.assert_array_equal(a.Q[:, 0], b.Q[:, 0])
+    np.testing.assert_array_equal(a.R[:, 0], b.R[:, 0])
+    np.testing.assert_array_equal(a.target_means, b.target_means)
+
+
+def _wilson(k, n, z=1.959963984540054):
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return c - h, c + h
+
+
+def test_objectives_collapse_sidecar(quick_figures):
+    import json
+    side = json.loads((quick_figures / "objectives_collapse.json").read_text())
+    assert (quick_figures / "objectives_collapse.png").stat().st_size > 0
+    plan = side["plan"]
+    assert side["engine"] in ("montecarlo", "ode") and side["engine_reason"]
+    assert len(side["rows"]) == len(plan["pis"]) * (1 + len(plan["annealings"]))
+    for r in side["rows"]:
+        (both, rev_only), (fwd_only, neither) = r["table"]
+        rv, fw = r["reverse"], r["forward"]
+        assert both + rev_only + fwd_only + neither == rv["n"] == fw["n"] == plan["seeds"]
+        assert both + rev_only == rv["k"] and both + fwd_only == fw["k"]
+        for x in (rv, fw):
+            lo, hi = _wilson(x["k"], x["n"])
+            assert abs(x["ci"][0] - lo) < 1e-6 and abs(x["ci"][1] - hi) < 1e-6
+        assert fw["path"] == "inflation" and rv["path"] == "tempering"
+    # the unbalanced target without annealing: the reverse KL puts both components on the
+    # heavy mode in most draws (README: always from pi_1 = 0.7 on, ode ensemble)
+    r = next(r for r in side["rows"] if r["pi"] == [0.8, 0.2] and r["T0"] is None)
+    assert r["reverse"]["ci"][1] > 0.5 and r["reverse"]["k"] > r["forward"]["k"]
