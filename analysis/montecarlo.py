@@ -32,6 +32,18 @@ Simulation (:func:`simulate`)
 4. Records: Q = m m^T (M, M), R = m mu^T (M, K) and w on a time grid, computed from the
    d-dimensional vectors, and the final classification (:mod:`analysis.classify`, DESIGN.md 3).
 
+Other objectives and variance treatments (DESIGN.md section 9)
+--------------------------------------------------------------
+``spec.objective == "forward-kl"`` (paths ``inflation`` and ``mixture``, sampled exactly: the
+component of p_beta first, then the Gaussian; M n samples of p_beta per step) and
+``spec.family.variances`` in ``("tied", "adiabatic")`` (tied: ``d(log s)/dt = -(1/d)
+dF/dlog s``; adiabatic: s at its single-component optimum every step) run the kernels of
+:mod:`analysis.mc_objectives`, whose docstring states the estimators; the fixed-variance
+reverse KL keeps the kernels above unchanged.  Every result records s(t) (``result.s``, (S,
+n_t); ``result.s_final``, ``result.s_ratio`` = s(t) / s_final).  Only the ``stl`` estimator is
+implemented for them, and the stl noise-inflation warning (a fixed-variance reverse-KL formula)
+is not computed for them.
+
 Randomness and reproducibility
 ------------------------------
 Run i of base seed S uses ``SeedSequence(S, spawn_key=(i, 0))`` for its initial means and
@@ -346,10 +358,15 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     the toolkit's limits a ValueError names the parameter, the estimate and the limit, unless
     ``config.force``.
 
+    Objectives: the reverse KL (any path and variance treatment) and the forward KL
+    (inflation or mixture path; :mod:`analysis.mc_objectives`); combinations not implemented
+    are a ValueError naming the parameter (:func:`check_objective_support`).
+
     Returns
     -------
     :class:`MonteCarloResult`.  Time is the gradient-flow time t = eta * steps.  Runs whose
-    classification still changed in the final window are flagged ``undecided``.
+    classification still changed in the final window are flagged ``undecided``; ``s`` holds
+    every run's variance at the recorded times.
     """
     spec = require_spec(spec)
     if not isinstance(config, MonteCarloConfig):
