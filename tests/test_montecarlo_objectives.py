@@ -335,3 +335,19 @@ def test_objectives_collapse_sidecar(quick_figures):
     # heavy mode in most draws (README: always from pi_1 = 0.7 on, ode ensemble)
     r = next(r for r in side["rows"] if r["pi"] == [0.8, 0.2] and r["T0"] is None)
     assert r["reverse"]["ci"][1] > 0.5 and r["reverse"]["k"] > r["forward"]["k"]
+
+
+def test_forward_tied_runs_do_not_depend_on_chunking():
+    from concurrent.futures import ThreadPoolExecutor
+    spec = symmetric_bimodal(9.0).replace(
+        objective="forward-kl", path=AnnealingPath("mixture", 2.0),
+        family=VariationalFamily(2, variance=0.7, variances="tied", train_weights=True),
+        schedule=ConstantSchedule(0.7))
+    cfg = MonteCarloConfig(d=16, seeds=4, seed=2, t_end=2.0)
+    whole = simulate(spec, cfg, progress=False)
+    with ThreadPoolExecutor(2) as ex:
+        split = simulate(spec, cfg, progress=False, executor=ex, chunk_size=2)
+    np.testing.assert_array_equal(whole.R, split.R)
+    np.testing.assert_array_equal(whole.s, split.s)
+    np.testing.assert_array_equal(whole.w, split.w)
+    assert np.all(np.isfinite(whole.s)) and not np.allclose(whole.s[:, -1], 0.7)
