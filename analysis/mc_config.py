@@ -472,6 +472,17 @@ def check_cost(spec: ProblemSpec, config: MonteCarloConfig, keep_means: bool = F
 # results
 # ----------------------------------------------------------------------------------------
 
+def _s_summary(s_final: np.ndarray | None) -> dict | None:
+    """Median, min and max of the final variances over the finite runs."""
+    if s_final is None:
+        return None
+    x = np.asarray(s_final, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return None
+    return {"median": float(np.median(x)), "min": float(x.min()), "max": float(x.max())}
+
+
 @dataclass(frozen=True)
 class MonteCarloResult:
     """Outcome of :func:`analysis.montecarlo.simulate`.
@@ -496,6 +507,9 @@ class MonteCarloResult:
     undecided : (S,) bool, the runs of ``changed_final_window``: their outcome had not
         settled at t_end (None: not computed).
     notes : warnings about the run (capped relaxation, strong stl noise, ...).
+    s : (S, n_t) the component variance s(t) of every run at the recorded times (constant for
+        fixed variances; trained for ``tied``; s(beta(t)) for ``adiabatic``); None for results
+        made before it was recorded.  ``s_final`` = ``s[:, -1]``.
     """
 
     spec: ProblemSpec
@@ -520,6 +534,17 @@ class MonteCarloResult:
     wall_time: float
     undecided: np.ndarray | None = None
     notes: tuple = field(default=())
+    s: np.ndarray | None = None
+
+    @property
+    def s_final(self) -> np.ndarray | None:
+        """(S,) the variance at t_end (None if s was not recorded)."""
+        return None if self.s is None else self.s[:, -1]
+
+    @property
+    def s_ratio(self) -> np.ndarray | None:
+        """(S, n_t) s(t) / s_final, the relaxation of the variance (None if not recorded)."""
+        return None if self.s is None else self.s / self.s[:, -1:]
 
     @property
     def n_diverged(self) -> int:
@@ -562,6 +587,8 @@ class MonteCarloResult:
             "t_end": self.t_end, "steps": self.steps, "t_end_rule": self.t_end_rule,
             "extensions": self.extensions, "changed_final_window": self.changed_final_window,
             "notes": list(self.notes),
+            "objective": self.spec.objective, "variances": self.spec.family.variances,
+            "s_final": _s_summary(self.s_final),
             "wall_time": self.wall_time, "steps_per_second": steps_per_s,
             "threads": int(numba.get_num_threads()),
             "versions": {"numpy": np.__version__, "scipy": scipy.__version__,
@@ -587,6 +614,8 @@ class MonteCarloResult:
             arrays["undecided"] = self.undecided
         if self.final_means is not None:
             arrays["final_means"] = self.final_means
+        if self.s is not None:
+            arrays["s"] = self.s
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         atomic_write(npath, buf.getvalue())

@@ -32,6 +32,18 @@ Simulation (:func:`simulate`)
 4. Records: Q = m m^T (M, M), R = m mu^T (M, K) and w on a time grid, computed from the
    d-dimensional vectors, and the final classification (:mod:`analysis.classify`, DESIGN.md 3).
 
+Other objectives and variance treatments (DESIGN.md section 9)
+--------------------------------------------------------------
+``spec.objective == "forward-kl"`` (paths ``inflation`` and ``mixture``, sampled exactly: the
+component of p_beta first, then the Gaussian; M n samples of p_beta per step) and
+``spec.family.variances`` in ``("tied", "adiabatic")`` (tied: ``d(log s)/dt = -(1/d)
+dF/dlog s``; adiabatic: s at its single-component optimum every step) run the kernels of
+:mod:`analysis.mc_objectives`, whose docstring states the estimators; the fixed-variance
+reverse KL keeps the kernels above unchanged.  Every result records s(t) (``result.s``, (S,
+n_t); ``result.s_final``, ``result.s_ratio`` = s(t) / s_final).  Only the ``stl`` estimator is
+implemented for them, and the stl noise-inflation warning (a fixed-variance reverse-KL formula)
+is not computed for them.
+
 Randomness and reproducibility
 ------------------------------
 Run i of base seed S uses ``SeedSequence(S, spawn_key=(i, 0))`` for its initial means and
@@ -103,8 +115,9 @@ from typing import Any
 
 import numpy as np
 
-from derivations.spec import ProblemSpec, require_reverse_kl_fixed, require_spec
+from derivations.spec import ProblemSpec, require_spec
 
+from . import mc_objectives as _obj
 from . import mc_optimisers as _opt
 from .classify import assign, classify
 from .classify import undecided as undecided_runs
@@ -157,6 +170,7 @@ __all__ = [
     "default_eta", "stable_step", "check_step", "stl_noise_inflation", "noise_inflation",
     "estimate_cost", "check_cost", "DEFAULT_ETA", "MAX_RELAX_TIME", "simulate", "deterministic_flow",
     "cross_check", "ode_outcomes", "compare_with_ode", "overlaps", "SAMPLE_SETS",
+    "check_objective_support",
 ]
 
 #: The registries under their old names (``name in ESTIMATORS``, ``tuple(ESTIMATORS)`` work).
@@ -287,12 +301,36 @@ def _notes(spec: ProblemSpec, cfg: MonteCarloConfig, relax: float, t_end: float,
         notes.append(f"{n_undecided} run(s) undecided: their classification changed in the "
                      f"final window{' after the last extension' if extended else ''} "
                      f"(counted as classified at t_end; see undecided / n_undecided)")
-    if optimiser(cfg.optimizer).name == "sgd":
+    if spec.objective != "reverse-kl" or spec.family.variances != "fixed":
+        notes.append(f"{spec.objective}, variances {spec.family.variances}: the stl noise "
+                     f"inflation check of the fixed-variance reverse KL does not apply and was "
+                     f"not made")
+    elif optimiser(cfg.optimizer).name == "sgd":
         note = noise_inflation_note(spec, cfg.d, cfg.eta, cfg.n,
                                     gradient_estimator(cfg.estimator).name, t_end)
         if note is not None:
             notes.append(note)
     return tuple(notes)
+
+
+def check_objective_support(spec: ProblemSpec, config: MonteCarloConfig) -> bool:
+    """True if ``spec`` is the fixed-variance reverse KL (the original kernels), False if it is
+    one the kernels of :mod:`analysis.mc_objectives` run; a ValueError naming the parameter for
+    a combination that is not implemented: the ``reparam`` estimator with the forward KL or
+    with trainable variances (``stl`` only there), and adiabatic variances on the forward KL's
+    mixture path (no closed form)."""
+    if spec.objective == "reverse-kl" and spec.family.variances == "fixed":
+        return True
+    est = gradient_estimator(config.estimator).name
+    if est != "stl":
+        what = ("the forward KL" if spec.objective == "forward-kl" else
+                f"variances={spec.family.variances!r}")
+        raise ValueError(f"estimator: {what} is simulated with the stl estimator only "
+                         f"(the forward KL's is the sample mean of its exact gradient under "
+                         f"p_beta), got {est!r}")
+    if spec.family.variances == "adiabatic":
+        _obj.adiabatic_variance(spec.objective, spec.path.kind, 1.0, 1.0, 1.0)
+    return False
 
 
 def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | None = None,
@@ -320,15 +358,20 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     the toolkit's limits a ValueError names the parameter, the estimate and the limit, unless
     ``config.force``.
 
+    Objectives: the reverse KL (any path and variance treatment) and the forward KL
+    (inflation or mixture path; :mod:`analysis.mc_objectives`); combinations not implemented
+    are a ValueError naming the parameter (:func:`check_objective_support`).
+
     Returns
     -------
     :class:`MonteCarloResult`.  Time is the gradient-flow time t = eta * steps.  Runs whose
-    classification still changed in the final window are flagged ``undecided``.
+    classification still changed in the final window are flagged ``undecided``; ``s`` holds
+    every run's variance at the recorded times.
     """
     spec = require_spec(spec)
-    require_reverse_kl_fixed("spec", spec.objective, spec.family.variances)
     if not isinstance(config, MonteCarloConfig):
         raise ValueError(f"config: must be a MonteCarloConfig, got {type(config).__name__}")
+    legacy = check_objective_support(spec, config)
     cfg = config.resolved(spec)
     if executor is not None:
         return _simulate_chunked(spec, cfg, executor, chunk_size, target_means, m0,
@@ -355,8 +398,41 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     state = rng_states(cfg.seed, ids)
     active = np.ones(S, dtype=bool)
     tdiag, logpi, s, delta, s0 = problem_numbers(spec, mu)
+    if spec.path.base_variance is not None:          # the forward KL's mixture path too
+        s0 = float(spec.path.base_variance)
     train_w = spec.family.train_weights
     T = spec.target.T
+    variances = spec.family.variances
+    logs = np.full(S, math.log(s))
+    smom = np.zeros((S, 2))
+    codes = (_obj.OBJECTIVE_CODES[spec.objective], _obj.FKL_PATH_CODES[spec.path.kind],
+             _obj.VARIANCE_CODES[variances])
+
+    def s_of(beta: np.ndarray) -> np.ndarray:
+        """The prescribed s at these beta (fixed or adiabatic; tied: the initial s)."""
+        if variances == "adiabatic":
+            return np.asarray(_obj.adiabatic_variance(spec.objective, spec.path.kind, beta,
+                                                      delta, s0), dtype=float)
+        return np.full(np.shape(beta), s)
+
+    def advance(nb: int, betas: np.ndarray, gammas: np.ndarray, step: int) -> None:
+        if legacy:
+            _opt.sgd_block(m, alpha, mom1, mom2, amom1, amom2, state, active, mu, tdiag,
+                           logpi, betas, gammas, step, cfg.eta, cfg.n, s, delta, s0,
+                           est.code, train_w, opt.code, cfg.adam_b1, cfg.adam_b2,
+                           cfg.adam_eps, Qo, Ro)
+        else:
+            _obj.objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, state,
+                                 active, mu, tdiag, logpi, betas, gammas,
+                                 np.ascontiguousarray(s_of(betas)), step, cfg.eta, cfg.n,
+                                 delta, s0, codes[0], codes[1], codes[2], train_w, opt.code,
+                                 cfg.adam_b1, cfg.adam_b2, cfg.adam_eps, Qo, Ro)
+
+    def current_s(step: int) -> np.ndarray:
+        if variances == "adiabatic":
+            b = float(spec.schedule.beta(cfg.eta * step))
+            return np.full(S, float(s_of(np.array(b))))
+        return np.exp(logs) if variances == "tied" else np.full(S, s)
 
     relax = default_relax_time(spec) if cfg.relax_time is None else cfg.relax_time
     if cfg.t_end is None:
@@ -376,6 +452,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     Q0, R0 = overlaps(m, mu)
     rec_steps = [0]
     rec_Q, rec_R, rec_a = [Q0], [R0], [alpha.copy()]
+    rec_s = [current_s(0)]
     bar = progress_bar(total, f"mfvi montecarlo d={d} S={S}", "step", progress)
     step = 0
     extensions = 0
@@ -391,10 +468,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
                 gammas = np.ascontiguousarray(np.broadcast_to(spec.gamma(betas), (nb,)),
                                               dtype=float)
                 t0 = time.perf_counter()
-                _opt.sgd_block(m, alpha, mom1, mom2, amom1, amom2, state, active, mu, tdiag,
-                               logpi, betas, gammas, step, cfg.eta, cfg.n, s, delta, s0,
-                               est.code, train_w, opt.code, cfg.adam_b1, cfg.adam_b2,
-                               cfg.adam_eps, Qo, Ro)
+                advance(nb, betas, gammas, step)
                 wall += time.perf_counter() - t0
                 step += nb
                 if step % rec_every == 0 or step == total:
@@ -402,6 +476,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
                     rec_Q.append(Qo.copy())
                     rec_R.append(Ro.copy())
                     rec_a.append(alpha.copy())
+                    rec_s.append(current_s(step))
                 if bar is not None:
                     bar.update(nb)
             # stability of the outcome over the final window: the latest record at least
@@ -446,7 +521,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
         changed_final_window=n_und, target_means=mu,
         final_means=m.copy() if keep_means else None, wall_time=wall, undecided=undecided,
         notes=_notes(spec, cfg, relax, cfg.eta * step, n_und,
-                     max_ext > 0 and extensions == max_ext))
+                     max_ext > 0 and extensions == max_ext),
+        s=np.stack(rec_s, axis=1))
 
 
 def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
@@ -489,7 +565,8 @@ def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
         t_end_rule=rule_note, extensions=0, changed_final_window=n_und,
         target_means=mu, final_means=cat("final_means") if keep_means else None,
         wall_time=time.perf_counter() - start, undecided=undecided,
-        notes=_notes(spec, cfg, relax, first.t_end, n_und, False))
+        notes=_notes(spec, cfg, relax, first.t_end, n_und, False),
+        s=cat("s") if all(p.s is not None for p in parts) else None)
 
 
 # ----------------------------------------------------------------------------------------

@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
               f"t_end = {result.t_end:g} ({result.steps} steps of eta = {config.eta:g}), "
               f"{summary['steps_per_second']:.1f} steps/s")
         print(f"mechanisms: {summary['mechanisms']}")
+        if summary["s_final"] is not None and result.spec.family.variances != "fixed":
+            sf = summary["s_final"]
+            print(f"{result.spec.objective}, variances {result.spec.family.variances}: s at "
+                  f"t_end median {sf['median']:.6g} [min {sf['min']:.6g}, max {sf['max']:.6g}]")
         print(f"t_end rule: {result.t_end_rule}; extensions: {result.extensions}; runs changed "
               f"in the final window: {result.changed_final_window}; undecided at t_end: "
               f"{result.n_undecided}")

@@ -1,5 +1,8 @@
 r"""``montecarlo``: real VI in R^d (DESIGN.md section 3, estimator 4).
 
+Both objectives (reverse and forward KL, with their annealing paths) and every variance
+treatment (fixed, tied, adiabatic) of :mod:`analysis.mc_objectives`.
+
 SGD (or Adam) on d-dimensional means with reparameterised samples, from many seeds
 (:mod:`analysis.montecarlo`); collapse fraction with a Wilson 95% interval.  SGD noise at
 finite step size is an extra source of overlap and typically raises collapse above the
@@ -61,6 +64,16 @@ class MonteCarloEstimator(CollapseEstimator):
     name = "montecarlo"
     summary = "real SGD/Adam VI in R^d from many seeds"
     Options = MonteCarloOptions
+    #: Objectives and variance treatments the simulator runs (:mod:`analysis.mc_objectives`).
+    objectives = ("reverse-kl", "forward-kl")
+    variances = ("fixed", "tied", "adiabatic")
+
+    def check(self, spec: ProblemSpec, d: int, options: MonteCarloOptions) -> None:
+        """Refuse the combinations the simulator does not implement (ValueError naming the
+        option): reparam with the forward KL or trainable variances, adiabatic variances on
+        the forward KL's mixture path."""
+        from ..montecarlo import check_objective_support
+        check_objective_support(spec, self._config(spec, d, 1, 0, 0, options))
 
     def _config(self, spec: ProblemSpec, d: int, seeds: int, seed: int, offset: int,
                 options: MonteCarloOptions):
@@ -111,6 +124,7 @@ class MonteCarloEstimator(CollapseEstimator):
                      "chunk": chunk},
             outcomes=collapsed, mechanisms=mech,
             details={"t_end": float(results[0].t_end),
+                     "objective": spec.objective, "variances": spec.family.variances,
                      "n_undecided": int(sum(r.n_undecided for r in results)),
                      "eta": float(results[0].config.eta)},
             notes=("SGD with finite step and samples: its noise adds overlap beyond the "
