@@ -71,3 +71,14 @@ def test_derive_command_prints_python(capsys):
 def test_derive_command_rejects_bad_structure(capsys):
     assert main(["derive", "--K", "0"]) == 2
     assert "structure.K" in capsys.readouterr().err
+
+
+def test_derive_command_trainable_variances(capsys):
+    # K = M = 1 tied: the log s equation at the 1/d rate, whose fixed point is s = Delta / beta
+    assert main(["derive", "--K", "1", "--M", "1", "--trainable-variances",
+                 "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert r"-\frac{1}{d} \frac{\partial F}{\partial \log s}" in out
+    assert r"0 = \frac{1}{2} - \frac{\beta e^{\log s}}{2 \Delta}" in out
+    assert main(["derive", "--trainable-variances", "--variances", "adiabatic"]) == 2
+    assert "--trainable-variances" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from derivations.spec import OBJECTIVE_PATHS, OBJECTIVES, PATHS, ModelStructure
+from derivations.spec import OBJECTIVE_PATHS, OBJECTIVES, PATHS, VARIANCES, ModelStructure
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--path", choices=PATHS, default=None,
                    help="annealing path (default: the objective's first, tempering for the "
                         "reverse KL, inflation for the forward KL)")
+    p.add_argument("--variances", choices=VARIANCES, default="fixed",
+                   help="the component variance s: fixed (default), tied (one common s trained "
+                        "through log s at the natural time scale 1/d) or adiabatic "
+                        "(s = 1 / (beta/Delta + gamma/sigma0^2))")
+    p.add_argument("--trainable-variances", action="store_true",
+                   help="the same as --variances tied")
     p.add_argument("--format", choices=("latex", "markdown", "python"), default="markdown",
                    help="output format (default markdown)")
     p.add_argument("--function", choices=("rhs", "jac", "objective"), default="rhs",
@@ -45,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     if path not in OBJECTIVE_PATHS[args.objective]:
         raise ValueError(f"--path: the {args.objective} objective takes "
                          f"{' or '.join(OBJECTIVE_PATHS[args.objective])}, got {path}")
-    structure = ModelStructure(args.K, args.M, args.trainable_weights, path, args.objective)
+    variances = args.variances
+    if args.trainable_variances:
+        if variances not in ("fixed", "tied"):
+            raise ValueError(f"--trainable-variances: contradicts --variances {variances}")
+        variances = "tied"
+    structure = ModelStructure(args.K, args.M, args.trainable_weights, path, args.objective,
+                               variances)
     model = derive(structure)
     if args.format == "python":
         text = generate_source(model, args.function)
