@@ -384,7 +384,7 @@ def _logits(Q, R, T, pi, w, Delta, s, U, Cq, V, Cp):
 def _digest() -> str:
     h = hashlib.sha256()
     mods = ["derivations.loopgen", "derivations.loops", "derivations.terms", "solvers.softmax",
-            "solvers.laplace", "solvers.quadrature", "solvers.signatures", "derivations.codegen"]
+            "solvers.quadrature", "solvers.signatures", "derivations.codegen"]
     from .terms import load_terms
     load_terms()
     mods += sorted(m for m in sys.modules if m.startswith("derivations.terms."))

@@ -25,17 +25,7 @@ Rules, by n (all absolute errors of every entry of P and of L):
 * n = 3 (n_eff <= 2): :func:`solvers.quadrature.lse_moments` relative to logit 0
   (~1e-14).  These two are the kernels of the expanded engine, so the two engines agree to
   rounding for K, M <= 3.
-* n >= 4, covariance of the form ``D + c 1^T + 1 c^T`` (D diagonal >= 0, any vector c; to
-  1e-12 relative, :func:`solvers.laplace.diagonal_part`): the logits' differences are those
-  of independent logits, and :func:`solvers.laplace.diag_softmax_rows` computes the exact
-  1-D (Gumbel-max / Laplace-transform) representation at the same tolerance ``tolerance_for``
-  (O(n) per node: ~0.4 ms for 5 rows at n = 5, unit variances 9, against ~0.4 s for the
-  product rule; measured in benchmarks/bench_many_modes.py).  The target logits of the
-  orthogonal and simplex presets (``s T / Delta^2``, ``T = A I`` or ``A (I - 1 1^T / K)``
-  up to a factor) always take this path; the variational logits (``Q / s``) take it when Q
-  has that form (e.g. symmetric split states).  Chosen over the product rule by measurement:
-  the product rule's node count grows like ``(55)^{n-1}`` at O(1) variances.
-* n >= 4, any other covariance: a product rule in the eigenbasis of ``P C P`` (directions with
+* n >= 4: a product rule in the eigenbasis of ``P C P`` (directions with
   ``lambda <= 1e-14 lambda_max`` dropped).  Direction d, ``v = P a + sum_d sqrt(lambda_d)
   u_d xi_d``, is the 1-D problem with ``b_d = sqrt(lambda_d) (max_j u_dj - min_j u_dj)``
   (the singularities of softmax along u_d sit at ``|Im xi| >= pi / b_d``).  Small b:
@@ -64,17 +54,9 @@ import numpy as np
 from numba import njit
 from numpy.polynomial.hermite_e import hermegauss
 
-from .laplace import diag_cost, diag_softmax_rows, diagonal_part
 from .quadrature import lse_moments, softplus_moments
 
-__all__ = ["gauss_softmax_rows", "tolerance_for", "MAX_NODES", "grid_size", "call_seconds"]
-
-#: relative tolerance of the ``D + c 1^T + 1 c^T`` test that routes n >= 4 to the 1-D kernel
-DIAG_RTOL = 1e-12
-#: measured seconds per operation of :func:`solvers.laplace.diag_cost` (4-7 ns) and
-#: per node x row x logit of the product rule (0.7-1.4 ns), 2 loaded cores
-_DIAG_SECONDS = 8e-9
-_PRODUCT_SECONDS = 1.5e-9
+__all__ = ["gauss_softmax_rows", "tolerance_for", "MAX_NODES", "grid_size"]
 
 _PI = math.pi
 _PI2 = math.pi * math.pi
@@ -394,29 +376,7 @@ def gauss_softmax_rows(A, C, P, L):
             P[k, 0] = 1.0 - out[1] - out[2]
             L[k] = A[k, 0] + out[0]
         return
-    D = np.empty(n)
-    if diagonal_part(C, D, DIAG_RTOL):
-        diag_softmax_rows(A, D, P, L, tolerance_for(n - 1))
-        return
     _product_rule(A, C, P, L, tolerance_for(n - 1))
-
-
-@njit(cache=True)
-def call_seconds(A, C):
-    """Predicted wall seconds of one :func:`gauss_softmax_rows` call (A (r, n), C (n, n)) for
-    n >= 4 (0 below): the 1-D kernel's operation count or the product rule's node count
-    times rows x n, at the measured unit costs; inf where the product rule would refuse."""
-    r, n = A.shape
-    if n <= 3:
-        return 0.0
-    tol = tolerance_for(n - 1)
-    D = np.empty(n)
-    if diagonal_part(C, D, DIAG_RTOL):
-        return _DIAG_SECONDS * diag_cost(A, D, tol)
-    g = grid_size(C, tol)
-    if g > MAX_NODES:
-        return math.inf
-    return _PRODUCT_SECONDS * g * r * n
 
 
 @njit(cache=True)

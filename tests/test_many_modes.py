@@ -100,13 +100,11 @@ def test_ode_cost_refuses_out_of_reach_kernels():
 
 
 def test_ode_refuses_a_grid_the_kernel_cannot_build_by_name(capsys):
-    """M = 9 variational logits with a generic covariance of O(1) eigenvalues: no product grid
-    under the node limit (K = 9 target logits alone would be fine: their covariance A I goes
-    to the exact 1-D kernel).  Refused before anything runs, naming K/M, also with --force
-    (which only lifts the time limit)."""
+    """K = 9 target logits of variance A: no product grid under the node limit.  Refused
+    before anything runs, naming K/M, also with --force (which only lifts the time limit)."""
     from analysis.collapse import collapse_probability
     with pytest.raises(ValueError, match=r"K/M: the n-D Gaussian softmax kernel"):
-        collapse_probability(orthogonal(2, 9, 9.0), 1000, "ode", draws=10, seed=0, force=True)
-    assert main(["collapse", "--preset", "orthogonal", "--K", "2", "--M", "9", "--d", "1000",
+        collapse_probability(orthogonal(9, 2, 9.0), 1000, "ode", draws=10, seed=0, force=True)
+    assert main(["collapse", "--preset", "orthogonal", "--K", "9", "--M", "2", "--d", "1000",
                  "--draws", "10", "--method", "ode", "--force"]) == 2
     assert "K/M: the n-D Gaussian softmax kernel" in capsys.readouterr().err
