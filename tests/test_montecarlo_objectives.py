@@ -315,10 +315,27 @@ def _wilson(k, n, z=1.959963984540054):
     return c - h, c + h
 
 
-def test_objectives_collapse_sidecar(quick_figures):
+def test_same_seed_same_initial_states_in_the_ode_ensemble():
+    """The objectives_collapse_flow figure's claim: draw i of the ode ensemble starts from the
+    same initial state under both objectives (same seed, same chunking)."""
+    from analysis.estimators.common import chunked_initial_states
+    from analysis.reproduce.objectives import ObjectivesPlan, _specs
+    rev, fwd = _specs(ObjectivesPlan(), (0.5, 0.5), None)
+    a = chunked_initial_states(rev, 1000, 7, 3, 4)
+    b = chunked_initial_states(fwd, 1000, 7, 3, 4)
+    assert [x.shape for x in a] == [x.shape for x in b]
+    assert [x.shape[0] for x in a] == [4, 3]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["objectives_collapse", "objectives_collapse_flow"])
+def test_objectives_collapse_sidecar(quick_figures, name):
     import json
-    side = json.loads((quick_figures / "objectives_collapse.json").read_text())
-    assert (quick_figures / "objectives_collapse.png").stat().st_size > 0
+    side = json.loads((quick_figures / f"{name}.json").read_text())
+    assert (quick_figures / f"{name}.png").stat().st_size > 0
+    if name.endswith("_flow"):
+        assert side["engine"] == "ode"
     plan = side["plan"]
     assert side["engine"] in ("montecarlo", "ode") and side["engine_reason"]
     assert len(side["rows"]) == len(plan["pis"]) * (1 + len(plan["annealings"]))

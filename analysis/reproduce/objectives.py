@@ -35,7 +35,8 @@ import numpy as np
 from ..figures import save_figure
 from .registry import FigureContext, figure_job
 
-__all__ = ["ObjectivesPlan", "objectives_table", "FULL", "QUICK", "choose_engine"]
+__all__ = ["ObjectivesPlan", "objectives_table", "FULL", "QUICK", "FULL_FLOW", "QUICK_FLOW",
+           "choose_engine"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class ObjectivesPlan:
 # ode declares the forward KL, gives the gradient flow)
 FULL = ObjectivesPlan(engine="montecarlo")
 QUICK = ObjectivesPlan(d=40, seeds=12, annealings=((20.0, 2.0),))
+# its gradient-flow counterpart (job objectives_collapse_flow): the ode ensemble, same setup,
+# 2000 draws (about 20 s)
+FULL_FLOW = ObjectivesPlan(engine="ode", seeds=2000)
+QUICK_FLOW = ObjectivesPlan(engine="ode", d=40, seeds=12, annealings=((20.0, 2.0),))
 
 
 def choose_engine(plan: ObjectivesPlan) -> tuple[str, str]:
@@ -196,15 +201,26 @@ def _plot(out: dict, plan: ObjectivesPlan):
     return fig
 
 
-@figure_job("objectives_collapse", full=FULL, quick=QUICK,
-            summary="P(collapse) reverse vs forward KL on the same initial conditions, "
-                    "symmetric/unbalanced, with and without annealing, 2x2 tables")
-def objectives_collapse(plan: ObjectivesPlan, ctx: FigureContext) -> Path:
+def _save(plan: ObjectivesPlan, ctx: FigureContext, name: str) -> Path:
     t0 = time.perf_counter()
     out = objectives_table(plan, progress=False, log=ctx.log)
     fig = _plot(out, plan)
-    return save_figure(fig, ctx.out_dir / "objectives_collapse.png",
+    return save_figure(fig, ctx.out_dir / f"{name}.png",
                        {"plan": plan.to_dict(), "quick": ctx.quick, **out,
                         "same_initial_conditions": "run i of both objectives uses the same "
                         "seed: the same target frame and the same initial means",
                         "wall_time": time.perf_counter() - t0})
+
+
+@figure_job("objectives_collapse", full=FULL, quick=QUICK,
+            summary="P(collapse) reverse vs forward KL on the same initial conditions, "
+                    "symmetric/unbalanced, with and without annealing, 2x2 tables (real SGD "
+                    "in R^d)")
+def objectives_collapse(plan: ObjectivesPlan, ctx: FigureContext) -> Path:
+    return _save(plan, ctx, "objectives_collapse")
+
+
+@figure_job("objectives_collapse_flow", full=FULL_FLOW, quick=QUICK_FLOW,
+            summary="the same comparison under the gradient flow (ode ensemble, 2000 draws)")
+def objectives_collapse_flow(plan: ObjectivesPlan, ctx: FigureContext) -> Path:
+    return _save(plan, ctx, "objectives_collapse_flow")
