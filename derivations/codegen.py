@@ -509,14 +509,33 @@ def _package_version() -> str:
         return "source"
 
 
+def solvers_digest() -> str:
+    """SHA-256 of every module of the ``solvers`` package (sorted by name).
+
+    Numba's cache of a generated module is keyed on that module's own file only, not on the
+    kernels it calls: a kernel edited in place (or a new module a kernel calls) would leave a
+    stale compiled rhs.  Hashing the whole package into the generated file's name costs a
+    recompilation after any solver change and can never miss one."""
+    spec = importlib.util.find_spec("solvers")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("cannot locate the solvers package: is mfvi installed?")
+    h = hashlib.sha256()
+    for root in spec.submodule_search_locations:
+        for f in sorted(Path(root).glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _dependency_digest() -> str:
     h = hashlib.sha256()
-    for mod in ("solvers.quadrature", "solvers.signatures", "derivations.codegen",
-                "derivations.model", "derivations.forward_kl", "derivations.functions"):
+    for mod in ("derivations.codegen", "derivations.model", "derivations.forward_kl",
+                "derivations.functions"):
         spec = importlib.util.find_spec(mod)
         if spec is None or spec.origin is None:
             raise RuntimeError(f"cannot locate {mod}: is the package installed?")
         h.update(Path(spec.origin).read_bytes())
+    h.update(solvers_digest().encode())
     h.update(sp.__version__.encode())
     return h.hexdigest()
 
@@ -527,8 +546,9 @@ def module_key(structure: ModelStructure, kind: str) -> str:
     A hash of the structure, the function, the package version, :data:`CODEGEN_VERSION`, the
     layout of y and theta (``spec.state_names`` / ``parameter_names``, which the generated
     code unpacks by position), the SymPy version and the sources of the derivation
-    (``derivations.model``, ``derivations.functions``), this generator and the kernels and
-    signatures the module calls, so that any change to them gives a new file.
+    (``derivations.model``, ``derivations.functions``), this generator and every module of
+    ``solvers`` (:func:`solvers_digest`: the kernels and signatures the module calls and
+    whatever they call), so that any change to them gives a new file.
     """
     text = "|".join([structure.key(), kind, _package_version(), CODEGEN_VERSION,
                      ",".join(structure.state_names), ",".join(structure.parameter_names),

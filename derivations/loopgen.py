@@ -383,8 +383,8 @@ def _logits(Q, R, T, pi, w, Delta, s, U, Cq, V, Cp):
 
 def _digest() -> str:
     h = hashlib.sha256()
-    mods = ["derivations.loopgen", "derivations.loops", "derivations.terms", "solvers.softmax",
-            "solvers.quadrature", "solvers.signatures", "derivations.codegen"]
+    mods = ["derivations.loopgen", "derivations.loops", "derivations.terms",
+            "derivations.codegen"]
     from .terms import load_terms
     load_terms()
     mods += sorted(m for m in sys.modules if m.startswith("derivations.terms."))
@@ -393,6 +393,8 @@ def _digest() -> str:
         if spec is None or spec.origin is None:
             raise RuntimeError(f"cannot locate {mod}: is the package installed?")
         h.update(Path(spec.origin).read_bytes())
+    from .codegen import solvers_digest
+    h.update(solvers_digest().encode())  # every kernel the loops call, and what they call
     h.update(sp.__version__.encode())
     return h.hexdigest()
 
