@@ -50,6 +50,15 @@ Method
    test wherever that component sits: these "fixed points at alpha_k = -infinity" (the
    vanishing-weight mechanism) are deduplicated on their live components and listed with
    ``FixedPoint.vanishing``; their zero eigenvalues make them non-hyperbolic.
+9. **Idle components** (plateaus): a component that receives no responsibility anywhere the
+   objective looks (the forward KL's E_{p_beta}[rho_k] ~ e^{-100} for a component far from
+   p_beta) has a flow that is flat in its own statistics to machine precision, so a whole
+   continuum of such states passes the residual test.  They are not fixed points but
+   plateaus "at infinity".  :func:`idle_components` detects them from the Jacobian: every
+   row and column of the component's entries (``Q_k.``, ``Q_.k``, ``R_k.``, ``alpha_k``) below
+   ``idle_tol * max(1, max |J|)``.  They are deduplicated on their live components (one
+   representative per configuration of the others), labelled from the live components
+   only, and listed with ``FixedPoint.idle``.
 
 Labels (DESIGN.md section 3)
 ----------------------------
@@ -116,6 +125,8 @@ __all__ = [
     "newton",
     "find_fixed_points",
     "analyse_state",
+    "idle_components",
+    "component_indices",
     "default_starts",
     "find_symmetries",
     "assign_modes",
@@ -239,6 +250,8 @@ class FixedPoint:
     weights; a fixed point "at infinity" whose dead components' means are arbitrary).
     s : the common component variance at the fixed point (fixed: the parameter; tied: the
     state exp(log_s); adiabatic: s*(beta)).
+    idle : components (0-based) on which the flow is flat (:func:`idle_components`; a
+    plateau, not an isolated fixed point: the idle components' statistics are arbitrary).
     """
 
     y: np.ndarray
@@ -259,6 +272,7 @@ class FixedPoint:
     hits: int = 1
     vanishing: tuple[int, ...] = ()
     s: float | None = None
+    idle: tuple[int, ...] = ()
 
     @property
     def stable(self) -> bool:
@@ -303,6 +317,8 @@ class FixedPoint:
             d["mechanism"] = self.mechanism
         if self.vanishing:
             d["vanishing_weight_components"] = [int(k) + 1 for k in self.vanishing]
+        if self.idle:
+            d["idle_components"] = [int(k) + 1 for k in self.idle]
         if self.alpha is not None:
             d["alpha"] = self.alpha.tolist()
         return d
@@ -342,12 +358,56 @@ class FixedPointSet:
         return [p for p in self.points if p.label == label]
 
 
+def component_indices(layout: StateLayout, k: int, own: bool = False) -> np.ndarray:
+    """Positions in y of component k's entries (0-based k): ``Q_k_l``, ``Q_l_k``, ``R_k_a``,
+    ``alpha_k`` (names of :mod:`derivations.spec`, 1-based); ``own=True``: only those that
+    move with m_k alone (``Q_k_k``, ``R_k_a``, ``alpha_k``)."""
+    tag = str(k + 1)
+    idx = []
+    for i, name in enumerate(layout.names):
+        parts = name.split("_")
+        if parts[0] == "Q":
+            hit = parts[1] == parts[2] == tag if own else tag in parts[1:3]
+        else:
+            hit = parts[0] in ("R", "alpha") and parts[1] == tag
+        if hit:
+            idx.append(i)
+    return np.array(idx, dtype=np.int64)
+
+
+def idle_components(J: np.ndarray, layout: StateLayout, idle_tol: float = 1e-9
+                    ) -> tuple[int, ...]:
+    """Components (0-based) on which the flow is flat: m_k does not move to first order and
+    nothing else depends on it.
+
+    With ``I_k`` = all of k's entries and ``O_k`` = its own ones (:func:`component_indices`),
+    k is idle when ``max |J[O_k, :]|`` (dQ_kk/dt = 2 m_k . dm_k/dt and dR_ka/dt = mu_a .
+    dm_k/dt vanish) and ``max |J[not I_k, I_k]|`` (the other components do not feel k) are
+    both ``<= idle_tol * max(1, max |J|)``.  The cross entries Q_kl do move, with m_l.  J : (n,
+    n) Jacobian of the flow.  Example: a forward-KL component with no responsibility under
+    p_beta.  With the reverse KL no component is idle at finite weight: the entropy acts on
+    each component (G_kk contains w_k beta / Delta)."""
+    J = np.asarray(J, dtype=float)
+    scale = idle_tol * max(1.0, float(np.max(np.abs(J))) if J.size else 1.0)
+    out = []
+    for k in range(layout.M):
+        I = component_indices(layout, k)
+        O = component_indices(layout, k, own=True)
+        rest = np.setdiff1d(np.arange(J.shape[0]), I)
+        if O.size and float(np.max(np.abs(J[O, :]))) <= scale and (
+                rest.size == 0 or float(np.max(np.abs(J[np.ix_(rest, I)]))) <= scale):
+            out.append(k)
+    return tuple(out)
+
+
 def analyse_state(model: Any, y: Any, beta: float, theta: Any, *,
                   basis: np.ndarray | None = None, stability_tol: float = 1e-6,
-                  label_tol: float = 1e-6, weight_threshold: float = 1e-3) -> FixedPoint:
+                  label_tol: float = 1e-6, weight_threshold: float = 1e-3,
+                  idle_tol: float = 1e-9) -> FixedPoint:
     """Residual, stability, label and realisability of a state y (n,) (a FixedPoint record).
 
-    Does not solve anything: y should already be a fixed point (see ``residual``).
+    Does not solve anything: y should already be a fixed point (see ``residual``).  Idle
+    components (:func:`idle_components`) are left out of the label.
     """
     rhs, jac, layout, objective = _model_parts(model)
     beta = _check_beta(beta)
@@ -360,8 +420,15 @@ def analyse_state(model: Any, y: Any, beta: float, theta: Any, *,
     Q, R, alpha = layout.unpack(y)
     T = layout.T(theta)
     w = layout.weights(y, theta)
-    label, mech = label_state(Q, R, T, weights=w if layout.train_weights else None,
-                              weight_threshold=weight_threshold, label_tol=label_tol)
+    idle = idle_components(J, layout, idle_tol) if layout.M > 1 else ()
+    live = np.setdiff1d(np.arange(layout.M), np.array(idle, dtype=np.int64))
+    if idle and live.size:
+        label, mech = label_state(Q[np.ix_(live, live)], R[live], T,
+                                  weights=w[live] if layout.train_weights else None,
+                                  weight_threshold=weight_threshold, label_tol=label_tol)
+    else:
+        label, mech = label_state(Q, R, T, weights=w if layout.train_weights else None,
+                                  weight_threshold=weight_threshold, label_tol=label_tol)
     gmin = gram_min_eigenvalue(Q, R, T)
     obj = None
     if objective is not None:
@@ -373,7 +440,12 @@ def analyse_state(model: Any, y: Any, beta: float, theta: Any, *,
                       label=label, mechanism=mech,
                       assignment=tuple(int(a) for a in assign_modes(Q, R, T)),
                       realisable=bool(gmin >= -1e-8), gram_min_eig=gmin, objective=obj,
-                      s=float(layout.variance(y, beta, theta)))
+                      s=float(layout.variance(y, beta, theta)), idle=idle)
+
+
+def _live_key(fp: FixedPoint, idle: tuple[int, ...]) -> np.ndarray:
+    live = np.setdiff1d(np.arange(fp.Q.shape[0]), np.array(idle, dtype=np.int64))
+    return np.concatenate([fp.Q[np.ix_(live, live)].ravel(), fp.R[live].ravel(), fp.w[live]])
 
 
 def _same(y1: np.ndarray, y2: np.ndarray, tol: float) -> bool:
@@ -515,7 +587,18 @@ def find_fixed_points(model: Any, beta: float, theta: Any, *, starts: Any = None
         vanishing: tuple[int, ...] = ()
         if layout.train_weights:
             vanishing = tuple(int(k) for k in np.flatnonzero(fp.w < dead_weight))
-        points.append(_replace(fp, hits=h, realisable=realisable, vanishing=vanishing))
+        idle = tuple(k for k in fp.idle if k not in vanishing)
+        if idle:
+            # a plateau: the idle components' statistics are arbitrary; keep one
+            # representative per configuration of the live ones
+            key_i = _live_key(fp, idle)
+            twin = next((j for j, q in enumerate(points)
+                         if q.idle == idle and _same(_live_key(q, idle), key_i, dedup_tol)), None)
+            if twin is not None:
+                points[twin] = _replace(points[twin], hits=points[twin].hits + h)
+                continue
+        points.append(_replace(fp, hits=h, realisable=realisable, vanishing=vanishing,
+                               idle=idle))
 
     # orbits
     orbit_of = [-1] * len(points)

@@ -92,6 +92,16 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def _counted_weights(fp: Any, train_weights: bool) -> Any:
+    """Weights for the occupancy count: idle components (plateaus) count as weight 0."""
+    if getattr(fp, "idle", ()):
+        import numpy as np
+        w = np.array(fp.w, dtype=float)
+        w[list(fp.idle)] = 0.0
+        return w
+    return fp.w if train_weights else None
+
+
 def occupancy_of(Q: Any, R: Any, T: Any, w: Any = None) -> list[int]:
     """Components (of weight >= 1e-3; all when ``w`` is None) nearest to each target mode:
     the label of a fixed point by how many components sit on each mode (length K)."""
@@ -110,7 +120,7 @@ def occupancy_pattern(occ: list[int]) -> str:
 
 def _fp_dict(fp: Any, T: Any, train_weights: bool) -> dict:
     d = fp.to_dict()
-    occ = occupancy_of(fp.Q, fp.R, T, fp.w if train_weights else None)
+    occ = occupancy_of(fp.Q, fp.R, T, _counted_weights(fp, train_weights))
     d["occupancy"] = occ
     d["occupancy_pattern"] = occupancy_pattern(occ)
     return d
@@ -196,10 +206,13 @@ def _print_fixed_points(fps: Any, beta: float, T: Any = None, train_weights: boo
         if fp.vanishing:
             extra += "  (vanishing weight: component " + ", ".join(
                 str(k + 1) for k in fp.vanishing) + ")"
+        if fp.idle:
+            extra += "  (plateau: component " + ", ".join(
+                str(k + 1) for k in fp.idle) + " idle, its flow is flat)"
         if not fp.realisable:
             extra += "  (not realisable)"
         occ = "-" if T is None else ",".join(
-            str(x) for x in occupancy_of(fp.Q, fp.R, T, fp.w if train_weights else None))
+            str(x) for x in occupancy_of(fp.Q, fp.R, T, _counted_weights(fp, train_weights)))
         out.write(f"{i:>3} {fp.label:<10} {occ:<10} {stab:<17} {fp.orbit:>5} {obj}  {ev:<34} "
                   f"Q={_fmt_matrix(fp.Q)}  R={_fmt_matrix(fp.R)}{extra}\n")
 
