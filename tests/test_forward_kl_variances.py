@@ -256,6 +256,24 @@ def test_first_order_variance_is_exact_for_one_component():
         assert abs(f(math.log(s_exact))) < 1e-12
 
 
+@pytest.mark.parametrize("path", ["inflation", "mixture"])
+def test_adiabatic_field_is_the_fixed_one_at_s_star(path):
+    """The adiabatic equations are the fixed-variance ones with s = s*(beta) substituted,
+    s* written here from the paths: Delta/beta, beta Delta + (1 - beta) sigma0^2."""
+    rng = np.random.default_rng(21)
+    mu, m = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
+    pi, w, Delta, beta = np.array([0.35, 0.65]), np.array([0.6, 0.4]), 1.2, 0.55
+    s_star = Delta / beta if path == "inflation" else beta * Delta + (1 - beta) * SIGMA0_SQ
+    adia = _spec(mu, pi, Delta, w, 1.0, path=path, variances="adiabatic")
+    fixed = _spec(mu, pi, Delta, w, s_star, path=path, variances="fixed")
+    y = _pack(m @ m.T, m @ mu.T)
+    fa, ff = np.empty_like(y), np.empty_like(y)
+    compile_model(adia.structure).rhs(y, beta, adia.theta(), fa)
+    compile_model(fixed.structure).rhs(y, beta, fixed.theta(), ff)
+    np.testing.assert_allclose(fa, ff, rtol=1e-12, atol=1e-14)
+    assert np.max(np.abs(ff)) > 0.1
+
+
 # ------------------------------------------------------------------------------------------
 # K = M = 2 symmetric at beta = 1: q = p
 # ------------------------------------------------------------------------------------------
