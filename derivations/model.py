@@ -22,7 +22,9 @@ with, for j != k and b, c >= 2,
 
 The forward KL (``structure.objective == "forward-kl"``, paths inflation and mixture) is built
 by :func:`derivations.forward_kl.forward_kl_objective` in the same symbols; everything below
-applies to it unchanged.
+applies to it unchanged, except the s-dependent constant of the variance treatment
+(:func:`variance_treatment`: ``(d/2) log s + E_{p_beta}|x|^2/(2 s)``, s* = Delta/beta or
+beta Delta + (1 - beta) sigma0^2).
 
 Dynamics (route 1 of DESIGN.md): with Q entries treated as independent symbols,
 ``G_kl = dF/dQ_kl + dF/dQ_lk`` and ``H_ka = dF/dR_ka``,
@@ -119,6 +121,9 @@ class ReducedModel:
         bt, g, d = self.beta, self.gamma, self.d
         Delta = self.params[self._pidx("Delta")]
         if self.structure.variances == "tied":
+            if self.structure.objective == "forward-kl":
+                from .forward_kl import forward_kl_constant_c0
+                return forward_kl_constant_c0(self.structure, Delta, bt, d)
             s0 = (self.params[self._pidx("sigma0_sq")] if self.structure.path == "geometric"
                   else None)
             return _tied_constant(bt, g, d, Delta, s0)
@@ -157,9 +162,6 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
-    if structure.objective == "forward-kl" and structure.variances != "fixed":
-        raise ValueError(f"structure: variances={structure.variances!r} is not implemented for "
-                         "the forward-kl objective (only fixed)")
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path
     state = _symbols(state_names(K, M, tw, structure.variances))
     params = _symbols(parameter_names(K, M, tw, path, structure.variances))
@@ -285,20 +287,39 @@ def variance_treatment(structure: ModelStructure, F: sp.Expr, s: sp.Symbol,
       O(d), i.e. the variance moves O(d) faster than the means; the ratio 1/d keeps a limit;
     * ``"adiabatic"``: ``(s*(beta), 0, None)``: s held at the minimiser of c_s, the d -> infinity
       limit of the tied flow's fast variable (the O(1) terms of F shift the optimum by O(1/d)).
+
+    Forward KL (``structure.objective == "forward-kl"``, :mod:`derivations.forward_kl`): ``c_s
+    = (d/2) log s + (d D_beta + m_beta)/(2 s)`` from ``E_{p_beta}|x|^2 = d D_beta + m_beta``
+    (``D_beta = Delta/beta`` on the inflation path, ``beta Delta + gamma sigma0^2`` on the
+    mixture path; ``m_beta`` the O(1) part ``sum_a pi_a T_aa``, times beta on the mixture
+    path), so the tied flow is ``d(log s)/dt = (D_beta/s - 1)/2 + inv_d m_beta/(2 s) - inv_d s
+    dF/ds``, exact at every d, and the adiabatic ``s* = D_beta``.
     """
     variances = structure.variances
     if variances == "fixed":
         return s, sp.Integer(0), None
-    Delta = by_name["Delta"]
-    inv_base = gamma / by_name["sigma0_sq"] if structure.path == "geometric" else sp.Integer(0)
-    precision = beta / Delta + inv_base
-    if variances == "adiabatic":
-        return 1 / precision, sp.Integer(0), None
-    if variances != "tied":
+    if variances not in ("tied", "adiabatic"):
         raise ValueError(f"structure.variances: unknown treatment {variances!r}")
+    Delta = by_name["Delta"]
+    if structure.objective == "forward-kl":
+        from . import forward_kl as fkl
+        K = structure.K
+        T = sp.Matrix(K, K, lambda a, b: by_name[f"T_{min(a, b) + 1}_{max(a, b) + 1}"])
+        pi = [by_name[f"pi_{a + 1}"] for a in range(K)]
+        s0 = by_name.get("sigma0_sq")
+        if variances == "adiabatic":
+            return (fkl.forward_kl_adiabatic_variance(structure, Delta, beta, gamma, s0),
+                    sp.Integer(0), None)
+        c_s = fkl.forward_kl_variance_terms(structure, T, pi, Delta, s, beta, gamma, d, s0)
+    else:
+        inv_base = gamma / by_name["sigma0_sq"] if structure.path == "geometric" else sp.Integer(0)
+        precision = beta / Delta + inv_base
+        if variances == "adiabatic":
+            return 1 / precision, sp.Integer(0), None
+        c_s = -d / 2 * sp.log(s) + precision * d * s / 2
     log_s, inv_d = by_name["log_s"], by_name["inv_d"]
-    c_s = -d / 2 * sp.log(s) + precision * d * s / 2
-    # -(1/d) s dc_s/ds = (1 - precision s)/2 exactly; written with d = 1/inv_d
+    # -(1/d) s dc_s/ds: (1 - precision s)/2 (reverse KL), (D_beta/s - 1)/2 + inv_d m_beta/(2s)
+    # (forward KL), exactly; written with d = 1/inv_d
     d_part = sp.expand(-inv_d * s * sp.diff(c_s, s)).subs(d, 1 / inv_d)
     dlog_s = d_part - inv_d * s * sp.diff(F, s)
     return sp.exp(log_s), c_s, dlog_s.xreplace({s: sp.exp(log_s)})

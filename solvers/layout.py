@@ -278,7 +278,9 @@ class StateLayout:
     def variance(self, y: Any, beta: Any, theta: Any) -> Any:
         """The common component variance s (DESIGN.md section 9): ``theta['s']`` (fixed),
         ``exp(y[log_s])`` (tied; shape (...,)), or ``s*(beta) = 1 / (beta/Delta +
-        gamma/sigma0^2)`` (adiabatic; gamma = 1 - beta on the geometric path, else 0)."""
+        gamma/sigma0^2)`` (adiabatic; gamma = 1 - beta on the geometric path, else 0; for the
+        forward KL ``s* = Delta/beta`` on the inflation path and ``beta Delta + (1 - beta)
+        sigma0^2`` on the mixture path, :mod:`derivations.forward_kl`)."""
         names = self.parameter_names
         theta = np.asarray(theta, dtype=float)
         v = self.structure.variances
@@ -287,6 +289,11 @@ class StateLayout:
         if v == "fixed":
             return float(theta[names.index("s")])
         beta = np.asarray(beta, dtype=float)
+        if self.structure.objective == "forward-kl":
+            if self.structure.path == "mixture":
+                return (beta * theta[names.index("Delta")]
+                        + (1.0 - beta) * theta[names.index("sigma0_sq")])
+            return theta[names.index("Delta")] / beta
         prec = beta / theta[names.index("Delta")]
         if self.structure.path == "geometric":
             prec = prec + (1.0 - beta) / theta[names.index("sigma0_sq")]
