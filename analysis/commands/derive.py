@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variances", choices=VARIANCES, default="fixed",
                    help="the component variance s: fixed (default), tied (one common s trained "
                         "through log s at the natural time scale 1/d) or adiabatic "
-                        "(s = 1 / (beta/Delta + gamma/sigma0^2))")
+                        "(reverse KL: s = 1 / (beta/Delta + gamma/sigma0^2); forward KL: "
+                        "s = the per-coordinate variance D_beta of p_beta)")
     p.add_argument("--trainable-variances", action="store_true",
                    help="the same as --variances tied")
     p.add_argument("--format", choices=("latex", "markdown", "python"), default="markdown",
