@@ -585,7 +585,11 @@ def load_generated(path: Path, kind: str, make_source: Callable[[], str],
     t2 = time.perf_counter()
     timings[kind] = {"generate_s": t1 - t0 if generated else 0.0, "load_s": t2 - t1,
                      "generated": generated}
-    return getattr(module, kind)
+    fn = getattr(module, kind)
+    twin = getattr(module, f"{kind}_nothrow", None)
+    if twin is not None:  # see solvers.integrate.as_first_class
+        fn.nothrow = twin
+    return fn
 
 
 @dataclass(frozen=True)

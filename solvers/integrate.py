@@ -521,7 +521,14 @@ def as_first_class(fn: Any, sig: Any) -> Any:
     already compiled for ``sig`` this returns (and memoises) Numba's
     ``CompileResultWAP`` of that overload, a wrapper-address-protocol object that is
     unboxed by reading one stored address.  Anything else is returned unchanged.
+
+    Numba does not propagate exceptions out of first-class calls (it prints "Exception
+    ignored" and goes on with whatever the output array held).  A function carrying a
+    ``nothrow`` twin (the generated loop-form rhs and jac: same signature, NaN output on an
+    exception) is replaced by it, so that a kernel's refusal ends the integration as a
+    non-finite right-hand side instead of silently wrong values.
     """
+    fn = getattr(fn, "nothrow", fn)
     if not isinstance(fn, Dispatcher):
         return fn
     try:
