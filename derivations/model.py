@@ -49,7 +49,13 @@ from functools import cache
 import sympy as sp
 
 from .functions import gauss_lse
-from .spec import BASE_PATHS, ModelStructure, parameter_names, state_names
+from .spec import (
+    BASE_PATHS,
+    ModelStructure,
+    parameter_names,
+    require_reduced_variances,
+    state_names,
+)
 
 __all__ = ["ReducedModel", "derive", "variance_treatment"]
 
@@ -157,6 +163,7 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
+    require_reduced_variances("structure.variances", structure.variances)
     if structure.objective == "forward-kl" and structure.variances != "fixed":
         raise ValueError(f"structure: variances={structure.variances!r} is not implemented for "
                          "the forward-kl objective (only fixed)")
@@ -295,6 +302,7 @@ def variance_treatment(structure: ModelStructure, F: sp.Expr, s: sp.Symbol,
     if variances == "adiabatic":
         return 1 / precision, sp.Integer(0), None
     if variances != "tied":
+        require_reduced_variances("structure.variances", variances)   # names per-component
         raise ValueError(f"structure.variances: unknown treatment {variances!r}")
     log_s, inv_d = by_name["log_s"], by_name["inv_d"]
     c_s = -d / 2 * sp.log(s) + precision * d * s / 2
