@@ -364,3 +364,32 @@ def test_cli(capsys):
         assert "Trainable variances" in cap.err
     code, cap = _cli(["montecarlo", "--s-init", "1,2", "--d", "10", "--seeds", "2"], capsys)
     assert code == 2 and "--s-init" in cap.err
+
+
+def test_logit_difference_law():
+    """The theory of the README snippet, sampled straight in R^d.  Under x = m_k + sqrt(s_k) z,
+    with equal means and weights and r = s_j/s_k, the logit difference of log q is exactly
+    ``D = -(d/2) log r - (|z|^2/2)(1/r - 1)``: mean -(d/2)(log r + 1/r - 1), variance
+    (d/2)(1 - 1/r)^2 (|z|^2 ~ chi^2_d).  (a) r = 2: E rho_j <= sqrt(w_j/w_k) BC^(d/2) with the
+    Bhattacharyya coefficient BC = 2 sqrt(r)/(1 + r).  (b) s_j = s(1 + eps_j/sqrt d): D ->
+    -(de)^2/4 + de xi/sqrt 2, de = eps_j - eps_k, xi ~ N(0, 1)."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    for d, sk, sj in ((200, 1.0, 2.0), (400, 1.0 - 1.0 / 20.0, 1.0 + 1.0 / 20.0)):
+        z = rng.standard_normal((n, d))
+        x = math.sqrt(sk) * z                                    # m_k = m_j = 0
+        lk = -0.5 * d * math.log(2 * math.pi * sk) - 0.5 * np.sum(x * x, 1) / sk
+        lj = -0.5 * d * math.log(2 * math.pi * sj) - 0.5 * np.sum(x * x, 1) / sj
+        D = lj - lk
+        r = sj / sk
+        mean, var = -0.5 * d * (math.log(r) + 1 / r - 1), 0.5 * d * (1 - 1 / r) ** 2
+        assert abs(D.mean() - mean) < N_SE * math.sqrt(var / n)
+        assert abs(D.var(ddof=1) / var - 1) < N_SE * math.sqrt(2.0 / n) * 1.5   # near-Gaussian
+        if r == 2.0:
+            rho_j = 1.0 / (1.0 + np.exp(-D))
+            bound = (2 * math.sqrt(r) / (1 + r)) ** (d / 2)
+            assert rho_j.mean() <= bound < 1e-2                     # mutually invisible
+        else:
+            de = 2.0                                                 # eps = (1, -1) / sqrt(d)
+            assert abs(mean - (-de ** 2 / 4)) < 0.01                 # limit: -1
+            assert abs(var - de ** 2 / 2) < 0.05                     # limit: 2
