@@ -53,6 +53,32 @@ Trainable variances (``spec.family.variances``)
   for the forward KL on the inflation path (the mixture path has no such closed form and is
   refused).  The entropy's repulsion between components does not enter this s.
 
+Per-component variances (``"per-component"``)
+---------------------------------------------
+``q(x) = sum_k w_k N(x; m_k, s_k I)`` with one variance per component, s_k = exp(log s_k), each
+trained by the same optimiser as the means at the learning-rate ratio 1/d of ``"tied"``:
+``d(log s_k)/dt = -(1/d) dF/dlog s_k`` (SGD: ``log s_k <- log s_k - (eta/d) g_k``; Adam: its own
+moments of g_k/d per component).  The responsibilities now carry the normalisers,
+``rho_j(x) = softmax_j(log w_j - (d/2) log(2 pi s_j) - |x - m_j|^2 / (2 s_j))``, which do not
+cancel, so the kernels work with the d-dimensional samples x themselves rather than with
+projections (no reduction to overlaps is exact here: the logit differences contain
+``|x|^2 (1/s_k - 1/s_j)/2``).
+
+* Reverse KL, ``stl`` (path derivative through ``x = m_k + sqrt(s_k) eps``, score term of zero
+  mean dropped), with ``phi = log q - beta log p - gamma log p0`` and
+
+      grad_x phi = c(x) x + sum_j rho_j m_j / s_j - (beta/Delta) sum_a r_a mu_a,
+      c(x) = -sum_j rho_j / s_j + beta/Delta + gamma/sigma0^2,
+
+  ``grad_{m_k} F = w_k E[grad_x phi]``, ``dF/dlog s_k = w_k (sqrt(s_k)/2) E[eps . grad_x phi]``
+  and ``dF/dalpha_k = w_k (E_k phi - sum_j w_j E_j phi)``.  With all s_k = s these are
+  the tied kernel's per-component terms, and sum_k dF/dlog s_k is the tied dF/dlog s.
+  Leading order: ``dF/dlog s_k = w_k (d/2)(s_k/s* - 1) + O(1)``, so
+  ``d(log s_k)/dt = (w_k/2)(1 - s_k/s*) + O(1/d)``: each s_k relaxes to the tied/adiabatic s*
+  at the rate w_k/2 (the common tied s, which receives the sum over k, at 1/2).
+* Forward KL (samples of p_beta as above): ``grad_{m_k} F = -E[rho_k (x - m_k)] / s_k``,
+  ``dF/dlog s_k = E[rho_k (d/2 - |x - m_k|^2 / (2 s_k))]``, ``dF/dalpha_k = -(E rho_k - w_k)``.
+
 Random streams: a run's normals come from its own generator (:mod:`analysis.mc_random`), first
 the M n d normals of eps and then (forward KL) the M n normals that choose the components,
 every step; runs are independent of threads and batches as in the reverse-KL kernel.
@@ -81,10 +107,12 @@ from .mc_random import FASTMATH, draw_normals
 
 __all__ = ["OBJECTIVE_CODES", "VARIANCE_CODES", "FKL_PATH_CODES", "FKL_WORK_ROWS",
            "rkl_grad_logs", "fkl_grad", "objective_block", "adiabatic_variance",
-           "forward_gradient", "reverse_gradient_tied"]
+           "forward_gradient", "reverse_gradient_tied", "rkl_grad_per_component",
+           "fkl_grad_per_component", "reverse_gradient_per_component",
+           "forward_gradient_per_component"]
 
 OBJECTIVE_CODES = {"reverse-kl": 0, "forward-kl": 1}
-VARIANCE_CODES = {"fixed": 0, "tied": 1, "adiabatic": 2}
+VARIANCE_CODES = {"fixed": 0, "tied": 1, "adiabatic": 2, "per-component": 3}
 #: Path codes of the forward-KL sampler (the reverse KL's paths enter only through gamma).
 FKL_PATH_CODES = {"inflation": 0, "mixture": 1, "tempering": 0, "geometric": 0}
 #: Rows of the work array of :func:`fkl_grad` and :func:`rkl_grad_logs` (width M + K + 1).
@@ -269,6 +297,168 @@ def fkl_grad(m, alpha, mu, tdiag, logpi, beta, gamma, s, delta, sigma0_sq, path_
     return 0.0
 
 
+@njit(fastmath=FASTMATH, cache=True)
+def _pc_logits(x, m, logw, logs, out):
+    """``out_j = log w_j - (d/2) log(2 pi s_j) - |x - m_j|^2 / (2 s_j)`` (s_j = exp(logs_j))."""
+    M, d = m.shape
+    for j in range(M):
+        mj = m[j]
+        acc = 0.0
+        for t in range(d):
+            u = x[t] - mj[t]
+            acc += u * u
+        out[j] = logw[j] - 0.5 * d * (math.log(2.0 * math.pi) + logs[j]) \
+            - 0.5 * acc * math.exp(-logs[j])
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def rkl_grad_per_component(m, alpha, mu, logpi, beta, gamma, logs, delta, sigma0_sq, eps, n,
+                           train_w, g, galpha, glogs, x, gx, work):
+    """The ``stl`` reverse-KL gradient with per-component variances (module docstring).
+
+    m (M, d), alpha (M,), mu (K, d), logpi (K,), logs (M,) the log s_k; eps (M n, d): row
+    ``k n + i`` is the noise of sample i of component k, ``x = m_k + sqrt(s_k) eps``.  Writes
+    g (M, d) ~ grad_m F, galpha (M,) ~ dF/dalpha (zeros unless train_w) and glogs (M,) ~
+    dF/dlog s_k.  Work: x, gx (d,), work (FKL_WORK_ROWS, M + K + 1).
+    """
+    M, d = m.shape
+    K = mu.shape[0]
+    w = work[0, :M]
+    logw = work[1, :M]
+    lq = work[2, :M]
+    lp = work[3, :K]
+    fbar = work[4, :M]
+    sv = work[5, :M]
+    _softmax_logits(alpha, w, logw)
+    for j in range(M):
+        sv[j] = math.exp(logs[j])
+    bp = beta / delta
+    bg = gamma / sigma0_sq if gamma != 0.0 else 0.0
+    cp = -0.5 * d * math.log(2.0 * math.pi * delta)
+    c0 = -0.5 * d * math.log(2.0 * math.pi * sigma0_sq)
+    inv_n = 1.0 / n
+    for k in range(M):
+        gk = g[k]
+        for t in range(d):
+            gk[t] = 0.0
+        glogs[k] = 0.0
+        fbar[k] = 0.0
+        ssk = math.sqrt(sv[k])
+        mk = m[k]
+        for i in range(n):
+            e = eps[k * n + i]
+            for t in range(d):
+                x[t] = mk[t] + ssk * e[t]
+            _pc_logits(x, m, logw, logs, lq)
+            for a in range(K):
+                ma = mu[a]
+                acc = 0.0
+                for t in range(d):
+                    u = x[t] - ma[t]
+                    acc += u * u
+                lp[a] = logpi[a] - 0.5 * acc / delta
+            lse_q = _softmax_inplace(lq, train_w)
+            lse_p = _softmax_inplace(lp, train_w)
+            c = bp + bg
+            for j in range(M):
+                c -= lq[j] / sv[j]
+            for t in range(d):
+                gx[t] = c * x[t]
+            for j in range(M):
+                _axpy(lq[j] / sv[j], m[j], gx)
+            for a in range(K):
+                _axpy(-bp * lp[a], mu[a], gx)
+            _axpy(inv_n, gx, gk)
+            glogs[k] += _dot(e, gx)
+            if train_w:
+                phi = lse_q - beta * (lse_p + cp)
+                if gamma != 0.0:
+                    phi -= gamma * (-0.5 * _dot(x, x) / sigma0_sq + c0)
+                fbar[k] += phi * inv_n
+        wk = w[k]
+        for t in range(d):
+            gk[t] *= wk
+        glogs[k] *= wk * 0.5 * ssk * inv_n
+    if train_w:
+        fmean = 0.0
+        for j in range(M):
+            fmean += w[j] * fbar[j]
+        for k in range(M):
+            galpha[k] = w[k] * (fbar[k] - fmean)
+    else:
+        for k in range(M):
+            galpha[k] = 0.0
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def fkl_grad_per_component(m, alpha, mu, logpi, beta, gamma, logs, delta, sigma0_sq, path_code,
+                           eps, sel, train_w, g, galpha, glogs, x, work):
+    """The forward-KL gradient with per-component variances from samples of p_beta (as in
+    :func:`fkl_grad`: eps (N, d), sel (N,)): g (M, d), galpha (M,), glogs (M,) (module
+    docstring).  Work: x (d,), work (FKL_WORK_ROWS, M + K + 1)."""
+    M, d = m.shape
+    K = mu.shape[0]
+    N = eps.shape[0]
+    w = work[0, :M]
+    logw = work[1, :M]
+    rho = work[2, :M]
+    cum = work[3, :K + 1]
+    rs = work[4, :M]
+    dist = work[5, :M]
+    sv = work[6, :M]
+    _softmax_logits(alpha, w, logw)
+    base = gamma if path_code == 1 else 0.0
+    tot = 0.0
+    for a in range(K):
+        tot += (1.0 - base) * math.exp(logpi[a])
+        cum[a] = tot
+    cum[K] = 1.0
+    sd_t = math.sqrt(delta / beta) if path_code == 0 else math.sqrt(delta)
+    sd_0 = math.sqrt(sigma0_sq)
+    for k in range(M):
+        sv[k] = math.exp(logs[k])
+        rs[k] = 0.0
+        glogs[k] = 0.0
+        gk = g[k]
+        for t in range(d):
+            gk[t] = 0.0
+    for i in range(N):
+        e = eps[i]
+        u = 0.5 * math.erfc(-sel[i] / math.sqrt(2.0))
+        a = K
+        for b in range(K):
+            if u < cum[b]:
+                a = b
+                break
+        if a == K and base == 0.0:
+            a = K - 1
+        if a == K:
+            for t in range(d):
+                x[t] = sd_0 * e[t]
+        else:
+            ma = mu[a]
+            for t in range(d):
+                x[t] = ma[t] + sd_t * e[t]
+        _pc_logits(x, m, logw, logs, rho)
+        for j in range(M):
+            dist[j] = 2.0 * (logw[j] - 0.5 * d * (math.log(2.0 * math.pi) + logs[j]) - rho[j])
+        _softmax_inplace(rho, False)
+        for k in range(M):
+            rk = rho[k]
+            rs[k] += rk
+            _axpy(rk, x, g[k])
+            glogs[k] += rk * (0.5 * d - 0.5 * dist[k])      # dist[k] = |x - m_k|^2 / s_k
+    inv_n = 1.0 / N
+    for k in range(M):
+        gk = g[k]
+        mk = m[k]
+        coef = -inv_n / sv[k]
+        for t in range(d):
+            gk[t] = coef * (gk[t] - rs[k] * mk[t])
+        glogs[k] *= inv_n
+        galpha[k] = -(rs[k] * inv_n - w[k]) if train_w else 0.0
+
+
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
 def objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, rng_state, active, mu,
                     tdiag, logpi, betas, gammas, svals, step0, eta, n, delta, sigma0_sq,
@@ -277,13 +467,16 @@ def objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, rng_state, a
     """Advance S runs by ``len(betas)`` steps of the forward KL or of a trainable-variance
     reverse KL (in place; the counterpart of :func:`analysis.mc_optimisers.sgd_block`).
 
-    m (S, M, d), alpha (S, M), logs (S,) log s of every run (tied: trained; fixed and adiabatic:
+    m (S, M, d), alpha (S, M), logs (S, M) log s_k of every run and component (per-component:
+    each trained; tied: one trained value kept in every column; fixed and adiabatic:
     overwritten with log of ``svals`` of the last step); mom1, mom2 (S, M, d) or (S, 1, 1),
-    amom1, amom2 (S, M), smom (S, 2): optimiser moments; rng_state (S, 2, LANES); active (S,);
+    amom1, amom2 (S, M), smom (S, M, 2): optimiser moments of log s_k (tied: row 0);
+    rng_state (S, 2, LANES); active (S,);
     betas, gammas, svals (nsteps,): beta, gamma and the prescribed s (fixed or adiabatic) at the
     start of each step.  objective_code / variance_code: :data:`OBJECTIVE_CODES`,
     :data:`VARIANCE_CODES`; path_code: :data:`FKL_PATH_CODES` (forward KL only).
-    Tied: ``log s <- log s - eta g / d`` (SGD) with g the estimate of ``dF/dlog s``.
+    Tied: ``log s <- log s - eta g / d`` (SGD) with g the estimate of ``dF/dlog s``;
+    per-component: ``log s_k <- log s_k - eta g_k / d`` with g_k the estimate of dF/dlog s_k.
     """
     S, M, d = m.shape
     K = mu.shape[0]
@@ -292,6 +485,7 @@ def objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, rng_state, a
     N = M * n
     fkl = objective_code == 1
     tied = variance_code == 1
+    pc = variance_code == 3
     inv_d = 1.0 / d
     for run in prange(S):
         if active[run]:
@@ -311,14 +505,27 @@ def objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, rng_state, a
             cmu = np.empty((M, K + 1))
             work = np.empty((FKL_WORK_ROWS, M + K + 1))
             Bw = np.empty((M + K, d))
+            glogs = np.empty(M)
+            xw = np.empty(d)
             mr = m[run]
             ar = alpha[run]
             s0 = rng_state[run, 0]
             s1 = rng_state[run, 1]
             for st in range(nsteps):
-                s = math.exp(logs[run]) if tied else svals[st]
+                s = math.exp(logs[run, 0]) if tied else svals[st]
                 draw_normals(s0, s1, flat, tmp)
-                if fkl:
+                gl = 0.0
+                if pc:
+                    if fkl:
+                        draw_normals(s0, s1, sel, tmp)
+                        fkl_grad_per_component(mr, ar, mu, logpi, betas[st], gammas[st],
+                                               logs[run], delta, sigma0_sq, path_code, eps,
+                                               sel, train_w, g, galpha, glogs, xw, work)
+                    else:
+                        rkl_grad_per_component(mr, ar, mu, logpi, betas[st], gammas[st],
+                                               logs[run], delta, sigma0_sq, eps, n, train_w,
+                                               g, galpha, glogs, xw, scratch, work)
+                elif fkl:
                     draw_normals(s0, s1, sel, tmp)
                     gl = fkl_grad(mr, ar, mu, tdiag, logpi, betas[st], gammas[st], s, delta,
                                   sigma0_sq, path_code, eps, sel, train_w, tied, g, galpha,
@@ -332,21 +539,29 @@ def objective_block(m, alpha, logs, mom1, mom2, amom1, amom2, smom, rng_state, a
                                  amom2[run], step0 + st + 1, eta, b1, b2, adam_eps, train_w)
                 else:
                     _sgd_update(mr, ar, g, galpha, eta, train_w)
-                if tied:
-                    gs = gl * inv_d
-                    if optimiser_code == ADAM_CODE:
-                        tstep = step0 + st + 1
-                        v1 = b1 * smom[run, 0] + (1.0 - b1) * gs
-                        v2 = b2 * smom[run, 1] + (1.0 - b2) * gs * gs
-                        smom[run, 0] = v1
-                        smom[run, 1] = v2
-                        logs[run] -= eta * (v1 / (1.0 - b1 ** tstep)) / (
-                            math.sqrt(v2 / (1.0 - b2 ** tstep)) + adam_eps)
-                    else:
-                        logs[run] -= eta * gs
+                if tied or pc:
+                    for k in range(M if pc else 1):
+                        gs = (glogs[k] if pc else gl) * inv_d
+                        if optimiser_code == ADAM_CODE:
+                            tstep = step0 + st + 1
+                            v1 = b1 * smom[run, k, 0] + (1.0 - b1) * gs
+                            v2 = b2 * smom[run, k, 1] + (1.0 - b2) * gs * gs
+                            smom[run, k, 0] = v1
+                            smom[run, k, 1] = v2
+                            logs[run, k] -= eta * (v1 / (1.0 - b1 ** tstep)) / (
+                                math.sqrt(v2 / (1.0 - b2 ** tstep)) + adam_eps)
+                        else:
+                            logs[run, k] -= eta * gs
+                    if tied:
+                        for k in range(1, M):
+                            logs[run, k] = logs[run, 0]
                 else:
-                    logs[run] = math.log(svals[st])
-            ok = math.isfinite(logs[run])
+                    for k in range(M):
+                        logs[run, k] = math.log(svals[st])
+            ok = True
+            for k in range(M):
+                if not math.isfinite(logs[run, k]):
+                    ok = False
             for k in range(M):
                 if not math.isfinite(ar[k]):
                     ok = False
@@ -436,3 +651,76 @@ def reverse_gradient_tied(spec, m: np.ndarray, mu: np.ndarray, eps: np.ndarray, 
                        np.empty((M, K)), np.empty((M, d)), np.empty((M, M)), np.empty((M, K)),
                        np.empty(M), np.empty((FKL_WORK_ROWS, M + K + 1)), np.empty((M + K, d)))
     return g, galpha, float(gl)
+
+
+def _per_component_variances(spec, s, M: int) -> np.ndarray:
+    """log s_k (M,) from ``s`` (a scalar, (M,) positive values, or None: spec.family.variance)."""
+    v = np.full(M, float(spec.family.variance)) if s is None else \
+        np.broadcast_to(np.asarray(s, dtype=float), (M,)).copy()
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"s: the per-component variances must be finite and > 0, got {v}")
+    return np.log(v)
+
+
+def reverse_gradient_per_component(spec, m: np.ndarray, mu: np.ndarray, eps: np.ndarray,
+                                   beta: float, s, alpha: np.ndarray | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The simulator's reverse-KL ``stl`` estimate with per-component variances s (M,), from
+    given noise eps (M, n, d) (``x_ki = m_k + sqrt(s_k) eps_ki``): (g (M, d) ~ grad_m F,
+    galpha (M,) ~ dF/dalpha, glogs (M,) ~ dF/dlog s_k) (module docstring)."""
+    from derivations.spec import require_spec
+
+    from .mc_estimators import check_means, initial_logits
+    spec = require_spec(spec)
+    if spec.objective != "reverse-kl":
+        raise ValueError(f"spec: reverse_gradient_per_component needs the reverse-kl "
+                         f"objective, got {spec.objective!r}")
+    m, mu = check_means(spec, m, mu, "m")
+    M, K, d = spec.family.M, spec.target.K, m.shape[1]
+    eps = np.asarray(eps, dtype=float)
+    if eps.ndim != 3 or eps.shape[0] != M or eps.shape[2] != d or eps.shape[1] < 1:
+        raise ValueError(f"eps: must have shape ({M}, n, {d}), got {eps.shape}")
+    n = eps.shape[1]
+    a = initial_logits(spec) if alpha is None else np.ascontiguousarray(alpha, dtype=float)
+    _, logpi, delta, s0 = _path_numbers(spec, mu)
+    logs = _per_component_variances(spec, s, M)
+    beta = float(beta)
+    g, galpha, glogs = np.empty((M, d)), np.empty(M), np.empty(M)
+    rkl_grad_per_component(m, a, mu, logpi, beta, float(spec.gamma(beta)), logs, delta, s0,
+                           np.ascontiguousarray(eps.reshape(M * n, d)), n,
+                           spec.family.train_weights, g, galpha, glogs, np.empty(d),
+                           np.empty(d), np.empty((FKL_WORK_ROWS, M + K + 1)))
+    return g, galpha, glogs
+
+
+def forward_gradient_per_component(spec, m: np.ndarray, mu: np.ndarray, eps: np.ndarray,
+                                   sel: np.ndarray, beta: float, s,
+                                   alpha: np.ndarray | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The simulator's forward-KL estimate with per-component variances s (M,), from the
+    noise eps (N, d), sel (N,) of :func:`forward_gradient`: (g, galpha, glogs (M,))."""
+    from derivations.spec import require_spec
+
+    from .mc_estimators import check_means, initial_logits
+    spec = require_spec(spec)
+    if spec.objective != "forward-kl":
+        raise ValueError(f"spec: forward_gradient_per_component needs the forward-kl "
+                         f"objective, got {spec.objective!r}")
+    m, mu = check_means(spec, m, mu, "m")
+    M, K, d = spec.family.M, spec.target.K, m.shape[1]
+    eps = np.ascontiguousarray(eps, dtype=float)
+    sel = np.ascontiguousarray(sel, dtype=float)
+    if eps.ndim != 2 or eps.shape[1] != d or eps.shape[0] < 1:
+        raise ValueError(f"eps: must have shape (N, {d}), got {eps.shape}")
+    if sel.shape != (eps.shape[0],):
+        raise ValueError(f"sel: must have shape ({eps.shape[0]},), got {sel.shape}")
+    a = initial_logits(spec) if alpha is None else np.ascontiguousarray(alpha, dtype=float)
+    _, logpi, delta, s0 = _path_numbers(spec, mu)
+    logs = _per_component_variances(spec, s, M)
+    beta = float(beta)
+    g, galpha, glogs = np.empty((M, d)), np.empty(M), np.empty(M)
+    fkl_grad_per_component(m, a, mu, logpi, beta, float(spec.gamma(beta)), logs, delta, s0,
+                           FKL_PATH_CODES[spec.path.kind], eps, sel,
+                           spec.family.train_weights, g, galpha, glogs, np.empty(d),
+                           np.empty((FKL_WORK_ROWS, M + K + 1)))
+    return g, galpha, glogs

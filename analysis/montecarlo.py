@@ -36,11 +36,13 @@ Other objectives and variance treatments (DESIGN.md section 9)
 --------------------------------------------------------------
 ``spec.objective == "forward-kl"`` (paths ``inflation`` and ``mixture``, sampled exactly: the
 component of p_beta first, then the Gaussian; M n samples of p_beta per step) and
-``spec.family.variances`` in ``("tied", "adiabatic")`` (tied: ``d(log s)/dt = -(1/d)
-dF/dlog s``; adiabatic: s at its single-component optimum every step) run the kernels of
-:mod:`analysis.mc_objectives`, whose docstring states the estimators; the fixed-variance
-reverse KL keeps the kernels above unchanged.  Every result records s(t) (``result.s``, (S,
-n_t); ``result.s_final``, ``result.s_ratio`` = s(t) / s_final).  Only the ``stl`` estimator is
+``spec.family.variances`` in ``("tied", "adiabatic", "per-component")`` (tied: ``d(log s)/dt
+= -(1/d) dF/dlog s``; adiabatic: s at its single-component optimum every step; per-component:
+``d(log s_k)/dt = -(1/d) dF/dlog s_k`` for every component, starting at ``s_init`` or the
+family's variance) run the kernels of :mod:`analysis.mc_objectives`, whose docstring states the
+estimators; the fixed-variance reverse KL keeps the kernels above unchanged.  Every result
+records s(t) (``result.s``, (S, n_t), or (S, n_t, M) with per-component variances;
+``result.s_final``, ``result.s_ratio`` = s(t) / s_final).  Only the ``stl`` estimator is
 implemented for them, and the stl noise-inflation warning (a fixed-variance reverse-KL formula)
 is not computed for them.
 
@@ -336,7 +338,7 @@ def check_objective_support(spec: ProblemSpec, config: MonteCarloConfig) -> bool
 def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | None = None,
              target_means: np.ndarray | None = None, m0: np.ndarray | None = None,
              keep_means: bool = False, executor: Any = None,
-             chunk_size: int | None = None) -> MonteCarloResult:
+             chunk_size: int | None = None, s_init: Any = None) -> MonteCarloResult:
     """Train q by SGD/Adam in R^d from ``config.seeds`` independent initialisations.
 
     Parameters
@@ -348,6 +350,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     target_means : optional (K, d) target means (else :func:`realise_geometry`).
     m0 : optional (S, M, d) initial means overriding the initialisation law.
     keep_means : keep the final d-dimensional means in the result.
+    s_init : per-component variances only: the initial s_k, (M,) or (S, M) positive values
+        (default ``spec.family.variance`` for every component).
     executor : optional ``concurrent.futures.Executor`` (process pool, dask, mpi4py...): the
         runs are split into chunks of ``chunk_size`` (default: seeds / 8, at least 1) simulated
         by the executor's workers and merged.  Runs are identical to an unsplit simulation
@@ -375,7 +379,7 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     cfg = config.resolved(spec)
     if executor is not None:
         return _simulate_chunked(spec, cfg, executor, chunk_size, target_means, m0,
-                                 keep_means)
+                                 keep_means, s_init)
     check_cost(spec, cfg, keep_means)
     d, S, M, K = cfg.d, cfg.seeds, spec.family.M, spec.target.K
     est = gradient_estimator(cfg.estimator)
@@ -403,8 +407,18 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
     train_w = spec.family.train_weights
     T = spec.target.T
     variances = spec.family.variances
-    logs = np.full(S, math.log(s))
-    smom = np.zeros((S, 2))
+    logs = np.full((S, M), math.log(s))
+    if s_init is not None:
+        if variances != "per-component":
+            raise ValueError(f"s_init: initial per-component variances need "
+                             f"variances='per-component', got {variances!r} (the common "
+                             f"variance starts at family.variance)")
+        si = np.asarray(s_init, dtype=float)
+        if si.shape not in ((M,), (S, M)) or not np.all(np.isfinite(si)) or np.any(si <= 0):
+            raise ValueError(f"s_init: must be finite positive values of shape ({M},) or "
+                             f"({S}, {M}), got {si.shape}")
+        logs[:] = np.log(si)
+    smom = np.zeros((S, M, 2))
     codes = (_obj.OBJECTIVE_CODES[spec.objective], _obj.FKL_PATH_CODES[spec.path.kind],
              _obj.VARIANCE_CODES[variances])
 
@@ -432,7 +446,9 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
         if variances == "adiabatic":
             b = float(spec.schedule.beta(cfg.eta * step))
             return np.full(S, float(s_of(np.array(b))))
-        return np.exp(logs) if variances == "tied" else np.full(S, s)
+        if variances == "per-component":
+            return np.exp(logs)
+        return np.exp(logs[:, 0]) if variances == "tied" else np.full(S, s)
 
     relax = default_relax_time(spec) if cfg.relax_time is None else cfg.relax_time
     if cfg.t_end is None:
@@ -527,7 +543,8 @@ def simulate(spec: ProblemSpec, config: MonteCarloConfig, *, progress: bool | No
 
 def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
                       chunk_size: int | None, target_means: np.ndarray | None,
-                      m0: np.ndarray | None, keep_means: bool) -> MonteCarloResult:
+                      m0: np.ndarray | None, keep_means: bool,
+                      s_init: Any = None) -> MonteCarloResult:
     S = cfg.seeds
     size = max(1, S // 8) if chunk_size is None else _pos_int("chunk_size", chunk_size)
     t_end = cfg.t_end
@@ -547,8 +564,11 @@ def _simulate_chunked(spec: ProblemSpec, cfg: MonteCarloConfig, executor: Any,
         sub = replace(cfg, seeds=n_here, run_offset=cfg.run_offset + off, t_end=t_end,
                       force=True)              # checked above, as a whole
         m_here = None if m0 is None else np.asarray(m0)[off:off + n_here]
+        s_here = s_init
+        if s_init is not None and np.ndim(s_init) == 2:
+            s_here = np.asarray(s_init)[off:off + n_here]
         futures.append(executor.submit(simulate, spec, sub, progress=False, target_means=mu,
-                                       m0=m_here, keep_means=keep_means))
+                                       m0=m_here, keep_means=keep_means, s_init=s_here))
     parts = [f.result() for f in futures]
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts], axis=0)  # noqa: E731
     collapsed, mech = cat("collapsed"), cat("mechanism")

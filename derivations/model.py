@@ -51,7 +51,13 @@ from functools import cache
 import sympy as sp
 
 from .functions import gauss_lse
-from .spec import BASE_PATHS, ModelStructure, parameter_names, state_names
+from .spec import (
+    BASE_PATHS,
+    ModelStructure,
+    parameter_names,
+    require_reduced_variances,
+    state_names,
+)
 
 __all__ = ["ReducedModel", "derive", "variance_treatment"]
 
@@ -162,6 +168,7 @@ def _symbols(names: list[str]) -> tuple[sp.Symbol, ...]:
 @cache
 def derive(structure: ModelStructure) -> ReducedModel:
     """Derive F, G, H and the reduced ODEs for a structure (memoised per structure)."""
+    require_reduced_variances("structure.variances", structure.variances)
     K, M, tw, path = structure.K, structure.M, structure.train_weights, structure.path
     state = _symbols(state_names(K, M, tw, structure.variances))
     params = _symbols(parameter_names(K, M, tw, path, structure.variances))
@@ -299,6 +306,7 @@ def variance_treatment(structure: ModelStructure, F: sp.Expr, s: sp.Symbol,
     if variances == "fixed":
         return s, sp.Integer(0), None
     if variances not in ("tied", "adiabatic"):
+        require_reduced_variances("structure.variances", variances)   # names per-component
         raise ValueError(f"structure.variances: unknown treatment {variances!r}")
     Delta = by_name["Delta"]
     if structure.objective == "forward-kl":

@@ -16,7 +16,9 @@ The problem (DESIGN.md section 1):
   ``"mixture"`` (``p_beta = beta p + (1 - beta) p0``, the arithmetic path; gamma = 1 - beta is
   the base's weight).  At beta = 1 both are the plain forward KL;
 * variances ``"fixed"`` (the default: s is a parameter), ``"tied"`` (one common variance s,
-  trained through log s) or ``"adiabatic"`` (s held at its instantaneous optimum);
+  trained through log s), ``"adiabatic"`` (s held at its instantaneous optimum) or
+  ``"per-component"`` (one variance s_k per component, each trained through log s_k: the R^d
+  simulator only, since it has no exact reduced equations; see :data:`REDUCED_VARIANCES`);
 * schedule ``beta(t)`` in (0, 1], t the gradient-flow time (t = eta * steps for GD/SGD);
 * initialisation ``m_k(0) ~ N(c_k, sigma_init^2 / d I)`` with the centres c_k given by their
   overlaps ``c_k . c_l`` and ``c_k . mu_a`` (zero by default).
@@ -75,6 +77,8 @@ __all__ = [
     "PATHS",
     "BASE_PATHS",
     "VARIANCES",
+    "REDUCED_VARIANCES",
+    "require_reduced_variances",
     "check_objective",
     "require_reverse_kl_fixed",
 ]
@@ -89,8 +93,32 @@ OBJECTIVES: tuple[str, ...] = tuple(OBJECTIVE_PATHS)
 PATHS: tuple[str, ...] = ("tempering", "geometric", "inflation", "mixture")
 BASE_PATHS: tuple[str, ...] = ("geometric", "mixture")
 #: How the component variance s is treated: a parameter, one trained common variance
-#: (log-parameterised), or held at its instantaneous optimum.
-VARIANCES: tuple[str, ...] = ("fixed", "tied", "adiabatic")
+#: (log-parameterised), held at its instantaneous optimum, or one trained variance s_k per
+#: component (log-parameterised; the R^d simulator only).
+VARIANCES: tuple[str, ...] = ("fixed", "tied", "adiabatic", "per-component")
+#: The treatments with exact reduced equations (the symbolic engine and everything built on it).
+REDUCED_VARIANCES: tuple[str, ...] = ("fixed", "tied", "adiabatic")
+
+
+def require_reduced_variances(name: str, variances: str) -> None:
+    """Raise a ValueError naming ``name`` unless the variance treatment has reduced equations.
+
+    ``"per-component"`` is refused with the reason: under ``x ~ N(m_k, s_k I)`` the logit
+    differences of log q contain ``|x|^2 (1/s_k - 1/s_j) / 2``, a chi-square in d dimensions
+    and not Gaussian, so they do not close exactly in the summary statistics at finite d; only
+    the R^d simulator (``mfvi montecarlo``) trains per-component variances.
+    """
+    if variances == "per-component":
+        raise ValueError(
+            f"{name}: variances='per-component' (one trained variance s_k per component) has "
+            "no exact reduced equations: the logit differences contain |x|^2 (1/s_k - 1/s_j)/2,"
+            " a chi-square in d dimensions, not Gaussian; only the R^d simulator runs it "
+            "(mfvi montecarlo --variances per-component).  Use 'tied' (one common s, what the "
+            "per-component variances relax to after their transient) or 'adiabatic' here; see "
+            "the README section 'Trainable variances'")
+    if variances not in REDUCED_VARIANCES:
+        raise ValueError(f"{name}: variances must be one of "
+                         f"{', '.join(map(repr, REDUCED_VARIANCES))}, got {variances!r}")
 
 
 def require_reverse_kl_fixed(name: str, objective: str, variances: str) -> None:
@@ -782,6 +810,7 @@ class ModelStructure:
         if not isinstance(self.train_weights, (bool, np.bool_)):
             raise ValueError(f"structure.train_weights: must be a bool, got {self.train_weights!r}")
         check_objective("structure.objective", self.objective, self.path, self.variances)
+        require_reduced_variances("structure.variances", self.variances)
 
     def key(self) -> str:
         """File-name key of the structure (the reverse KL with fixed variances keeps the keys
@@ -811,6 +840,7 @@ class ModelStructure:
 def state_names(K: int, M: int, train_weights: bool, variances: str = "fixed") -> list[str]:
     """Names of the reduced state vector, in order: Q upper triangle, R, alpha, and ``log_s``
     (the log of the common variance) when the variances are tied (trained)."""
+    require_reduced_variances("variances", variances)
     names = [f"Q_{k}_{l}" for k in range(1, M + 1) for l in range(k, M + 1)]
     names += [f"R_{k}_{a}" for k in range(1, M + 1) for a in range(1, K + 1)]
     if train_weights:
@@ -828,6 +858,7 @@ def parameter_names(K: int, M: int, train_weights: bool, path: str,
     is the state ``log_s`` and the flow of log s carries explicit factors of d; inv_d = 0 is
     the d -> infinity limit) or nothing (adiabatic: s = s*(beta) is a function of beta).
     """
+    require_reduced_variances("variances", variances)
     names = [f"T_{a}_{b}" for a in range(1, K + 1) for b in range(a, K + 1)]
     names += [f"pi_{a}" for a in range(1, K + 1)]
     names += ["Delta"] + {"fixed": ["s"], "tied": ["inv_d"], "adiabatic": []}[variances]

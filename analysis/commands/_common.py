@@ -112,8 +112,9 @@ def add_problem_arguments(p: argparse.ArgumentParser, schedule_default: str = "c
                    help="train the mixture weights")
     g.add_argument("--variances", choices=VARIANCES, default=None,
                    help="component variance: fixed (s, the default), tied (one common "
-                        "variance trained through log s, starting at s) or adiabatic (s at its "
-                        "instantaneous optimum)")
+                        "variance trained through log s, starting at s), adiabatic (s at its "
+                        "instantaneous optimum) or per-component (mfvi montecarlo only: one "
+                        "variance s_k per component, each trained through log s_k)")
     g.add_argument("--trainable-variances", action="store_true", default=None,
                    help="train the variance: the same as --variances tied")
     s = p.add_argument_group("schedule")
@@ -238,6 +239,15 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     objective = getattr(args, "objective", None) or spec.objective
     if objective != spec.objective or args.path is not None or args.sigma0_sq is not None:
         spec = _with_objective_and_path(spec, objective, args)
+    if spec.family.variances == "per-component" and not getattr(args, "_per_component", False):
+        command = getattr(args, "command", None) or "this command"
+        raise CommandError(
+            f"--variances: per-component variances are implemented only by the R^d simulator "
+            f"(mfvi montecarlo --variances per-component), not by {command}: they have no "
+            f"exact reduced equations at finite d (the logit differences contain |x|^2 "
+            f"(1/s_k - 1/s_j)/2, not Gaussian).  Use --variances tied (what they relax to "
+            f"after the transient) or adiabatic; see the README section 'Trainable "
+            f"variances'")
     return spec
 
 

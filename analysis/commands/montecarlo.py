@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
+import numpy as np
+
 from ._common import (
+    CommandError,
     add_force_argument,
     add_problem_arguments,
     finite_float,
@@ -69,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default t_end: schedule within this of its final beta (default 1e-3)")
     g.add_argument("--relax-time", type=positive_float, default=None,
                    help="default t_end: relaxation period (default 25 Delta / (beta_final min w))")
+    g.add_argument("--s-init", default=None, metavar="S1,S2,...",
+                   help="--variances per-component only: the initial variances s_k, one per "
+                        "component (default --s for every component)")
     g.add_argument("--threads", type=positive_int, default=None, help="Numba threads (default: all)")
     g.add_argument("--compare-ode", action="store_true",
                    help="also integrate the reduced ODE from every run's initial overlaps")
@@ -76,7 +83,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, help="save FILE.json (summary) and FILE.npz (arrays)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_force_argument(p)
-    p.set_defaults(func=run)
+    # the one command that runs per-component variances (spec_from_args refuses them elsewhere)
+    p.set_defaults(func=run, _per_component=True)
+
+
+def _s_init(args: argparse.Namespace, spec) -> list[float] | None:
+    """The initial per-component variances of --s-init (None without it)."""
+    if args.s_init is None:
+        return None
+    if spec.family.variances != "per-component":
+        raise CommandError("--s-init: needs --variances per-component (a common variance "
+                           "starts at --s)")
+    try:
+        vals = [float(x) for x in args.s_init.split(",")]
+    except ValueError:
+        raise CommandError(f"--s-init: must be comma-separated numbers, got "
+                           f"{args.s_init!r}") from None
+    if len(vals) != spec.family.M or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise CommandError(f"--s-init: needs {spec.family.M} finite positive values (one per "
+                           f"component), got {args.s_init!r}")
+    return vals
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,9 +121,18 @@ def run(args: argparse.Namespace) -> int:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     progress = None if not args.no_progress else False
     # simulate checks the step against the stability bound and the cost before allocating
-    result = simulate(spec, config, progress=progress)
+    result = simulate(spec, config, progress=progress, s_init=_s_init(args, spec))
     config = result.config
     summary = result.summary()
+    if spec.family.variances == "per-component" and result.s is not None:
+        sk = result.s[:, -1, :]                            # (S, M) s_k at t_end
+        ok = np.all(np.isfinite(sk), axis=1)
+        ls = np.log(sk[ok]) if ok.any() else np.full((1, sk.shape[1]), np.nan)
+        summary["s_final_per_component"] = [float(x) for x in np.median(sk[ok], axis=0)] \
+            if ok.any() else None
+        summary["log_s_spread_final"] = {           # max_kj |log s_k - log s_j| at t_end
+            "median": float(np.median(ls.max(axis=1) - ls.min(axis=1))),
+            "max": float(np.max(ls.max(axis=1) - ls.min(axis=1)))}
     if args.out:  # save the (possibly long) simulation before anything else can fail
         jpath, npath = result.save(args.out, summary)
         print(f"saved {jpath} and {npath}", file=sys.stderr)
@@ -119,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
             sf = summary["s_final"]
             print(f"{result.spec.objective}, variances {result.spec.family.variances}: s at "
                   f"t_end median {sf['median']:.6g} [min {sf['min']:.6g}, max {sf['max']:.6g}]")
+        if summary.get("s_final_per_component") is not None:
+            sp = summary["log_s_spread_final"]
+            print("per-component s_k at t_end (medians over runs): "
+                  + ", ".join(f"{x:.6g}" for x in summary["s_final_per_component"])
+                  + f"; max_kj |log s_k - log s_j| median {sp['median']:.3g}, "
+                    f"max {sp['max']:.3g}")
         print(f"t_end rule: {result.t_end_rule}; extensions: {result.extensions}; runs changed "
               f"in the final window: {result.changed_final_window}; undecided at t_end: "
               f"{result.n_undecided}")
