@@ -508,8 +508,9 @@ class MonteCarloResult:
         settled at t_end (None: not computed).
     notes : warnings about the run (capped relaxation, strong stl noise, ...).
     s : (S, n_t) the component variance s(t) of every run at the recorded times (constant for
-        fixed variances; trained for ``tied``; s(beta(t)) for ``adiabatic``); None for results
-        made before it was recorded.  ``s_final`` = ``s[:, -1]``.
+        fixed variances; trained for ``tied``; s(beta(t)) for ``adiabatic``), or (S, n_t, M)
+        for ``per-component`` (one s_k per component); None for results made before it was
+        recorded.  ``s_final`` = ``s[:, -1]``.
     """
 
     spec: ProblemSpec
@@ -538,12 +539,13 @@ class MonteCarloResult:
 
     @property
     def s_final(self) -> np.ndarray | None:
-        """(S,) the variance at t_end (None if s was not recorded)."""
+        """(S,) the variance at t_end ((S, M) per component; None if s was not recorded)."""
         return None if self.s is None else self.s[:, -1]
 
     @property
     def s_ratio(self) -> np.ndarray | None:
-        """(S, n_t) s(t) / s_final, the relaxation of the variance (None if not recorded)."""
+        """(S, n_t) [or (S, n_t, M)] s(t) / s_final, the relaxation of the variance (None if not
+        recorded)."""
         return None if self.s is None else self.s / self.s[:, -1:]
 
     @property

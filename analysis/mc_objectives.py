@@ -121,16 +121,24 @@ FKL_WORK_ROWS = 8
 
 def adiabatic_variance(objective: str, path: str, beta: np.ndarray | float, delta: float,
                        sigma0_sq: float) -> np.ndarray | float:
-    """The adiabatic s(beta): ``1/(beta/Delta + gamma/sigma0^2)`` (reverse KL, gamma = 1 - beta
-    on the geometric path, 0 for tempering) or ``Delta/beta`` (forward KL, inflation path).
-    The forward KL's mixture path is a ValueError naming ``variances``."""
+    """The adiabatic s(beta), the d -> infinity minimiser of the variance part of the objective
+    (the same value the reduced engine substitutes, :func:`derivations.model` ``"adiabatic"``):
+
+    * reverse KL: ``1/(beta/Delta + gamma/sigma0^2)`` (gamma = 1 - beta on the geometric path,
+      0 for tempering);
+    * forward KL: ``s* = D_beta`` with ``E_{p_beta}|x|^2 = d D_beta + O(1)``: ``Delta/beta`` on
+      the inflation path, ``beta Delta + (1 - beta) sigma0^2`` on the mixture path
+      ``p_beta = beta p + (1 - beta) N(0, sigma0^2 I)``.  At finite d the tied flow's optimum is
+      ``D_beta + O(1/d)`` (the O(1) part of E|x|^2 and the means' terms); ``adiabatic`` drops it.
+    """
     b = np.asarray(beta, dtype=float)
     if objective == "forward-kl":
-        if path != "inflation":
-            raise ValueError("variances: 'adiabatic' for the forward KL has a closed form only "
-                             "on the inflation path (s = Delta/beta); use --path inflation or "
-                             "--variances tied")
-        out = delta / b
+        if path == "inflation":
+            out = delta / b
+        elif path == "mixture":
+            out = b * delta + (1.0 - b) * sigma0_sq
+        else:
+            raise ValueError(f"path: the forward KL takes 'inflation' or 'mixture', got {path!r}")
     else:
         gamma = (1.0 - b) if path == "geometric" else np.zeros_like(b)
         out = 1.0 / (b / delta + gamma / sigma0_sq)

@@ -319,8 +319,7 @@ def check_objective_support(spec: ProblemSpec, config: MonteCarloConfig) -> bool
     """True if ``spec`` is the fixed-variance reverse KL (the original kernels), False if it is
     one the kernels of :mod:`analysis.mc_objectives` run; a ValueError naming the parameter for
     a combination that is not implemented: the ``reparam`` estimator with the forward KL or
-    with trainable variances (``stl`` only there), and adiabatic variances on the forward KL's
-    mixture path (no closed form)."""
+    with trainable variances (``stl`` only there)."""
     if spec.objective == "reverse-kl" and spec.family.variances == "fixed":
         return True
     est = gradient_estimator(config.estimator).name

@@ -258,10 +258,40 @@ def test_refusals_name_the_parameter():
                                           path=AnnealingPath("inflation"))
     with pytest.raises(ValueError, match="estimator"):
         simulate(spec, MonteCarloConfig(d=10, seeds=2, estimator="reparam"), progress=False)
-    mix = spec.replace(path=AnnealingPath("mixture", 1.0),
-                       family=VariationalFamily(2, variances="adiabatic"))
-    with pytest.raises(ValueError, match="variances"):
-        simulate(mix, MonteCarloConfig(d=10, seeds=2), progress=False)
+    with pytest.raises(ValueError, match="estimator"):
+        simulate(spec.replace(family=VariationalFamily(2, variances="tied")),
+                 MonteCarloConfig(d=10, seeds=2, estimator="reparam"), progress=False)
+
+
+def test_forward_kl_mixture_path_adiabatic_variance_is_the_tied_optimum():
+    """Mixture path ``p_beta = beta N(mu, Delta I) + (1 - beta) N(0, sigma0^2 I)``, K = M = 1.
+    The forward KL's single Gaussian fits the mean and per-coordinate variance of p_beta:
+    m = beta mu and ``s = E|x - m|^2 / d = D_beta + beta (1 - beta) |mu|^2 / d`` with
+    ``D_beta = beta Delta + (1 - beta) sigma0^2``.  The adiabatic simulation holds s at D_beta
+    (the d -> infinity optimum) and must find m = beta mu; the tied one must find the finite-d
+    optimum.  Tolerances: 5 standard errors of the runs' means, plus the remaining relaxation
+    e^{-t/s} of the means (s = 1.5, t = 40)."""
+    d, beta, delta, sig0, A = 10, 0.5, 1.0, 2.0, 4.0
+    mu = np.zeros((1, d))
+    mu[0, 0] = math.sqrt(A)
+    base = ProblemSpec(target=TargetMixture.from_means(mu, weights=[1.0], variance=delta),
+                       family=VariationalFamily(1, variance=1.0, variances="adiabatic"),
+                       schedule=ConstantSchedule(beta), objective="forward-kl",
+                       path=AnnealingPath("mixture", sig0))
+    cfg = MonteCarloConfig(d=d, seeds=12, seed=3, t_end=40.0, n=32)
+    d_beta = beta * delta + (1 - beta) * sig0
+    adia = simulate(base, cfg, progress=False)
+    np.testing.assert_allclose(adia.s, d_beta, rtol=1e-12)
+    R = adia.R[:, -1, 0, 0]
+    assert abs(R.mean() - beta * A) < N_SE * R.std(ddof=1) / math.sqrt(R.size) + 1e-6, R
+    tied = simulate(base.replace(family=VariationalFamily(1, variance=1.0, variances="tied")),
+                    cfg, progress=False)
+    s_fin = tied.s_final
+    want = d_beta + beta * (1 - beta) * A / d
+    se = s_fin.std(ddof=1) / math.sqrt(s_fin.size)
+    assert abs(s_fin.mean() - want) < N_SE * se, (s_fin, want)
+    # the test resolves the O(1/d) shift: the d -> infinity value is excluded
+    assert abs(d_beta - want) > 2 * N_SE * se
 
 
 def _cli(argv):

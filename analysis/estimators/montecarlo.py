@@ -70,8 +70,7 @@ class MonteCarloEstimator(CollapseEstimator):
 
     def check(self, spec: ProblemSpec, d: int, options: MonteCarloOptions) -> None:
         """Refuse the combinations the simulator does not implement (ValueError naming the
-        option): reparam with the forward KL or trainable variances, adiabatic variances on
-        the forward KL's mixture path."""
+        option): reparam with the forward KL or trainable variances."""
         from ..montecarlo import check_objective_support
         check_objective_support(spec, self._config(spec, d, 1, 0, 0, options))
 
