@@ -95,8 +95,10 @@ def test_ode_cost_refuses_out_of_reach_kernels():
     the estimated time, not started for days."""
     from analysis.collapse import collapse_probability
     from analysis.estimators import CostError
-    with pytest.raises(CostError, match="more than the limit"):
+    with pytest.raises(CostError, match="more than the limit") as err:
         collapse_probability(orthogonal(5, 5, 9.0), 1000, "ode", draws=1000, seed=0)
+    # the message names the bottleneck and the engine that avoids it
+    assert "n-D softmax kernel" in str(err.value) and "montecarlo" in str(err.value)
 
 
 def test_ode_refuses_a_grid_the_kernel_cannot_build_by_name(capsys):

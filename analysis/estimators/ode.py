@@ -24,6 +24,7 @@ from derivations.spec import ProblemSpec
 
 from ..classify import classify
 from ..stats import proportion
+from ..validate import format_seconds
 from .base import CollapseEstimator, CollapseResult, Cost, EstimatorOptions, register_estimator
 from .common import (
     EXPANDED_MAX,
@@ -177,10 +178,16 @@ class OdeEstimator(CollapseEstimator):
         # initial states of every draw (held at once) + per-chunk ensemble workspace
         mem = 8.0 * draws * n_state * 2 + 8.0 * min(draws, options.chunk) * n_state * 40
         per_draw = _SECONDS_PER_DRAW
+        what = f"{draws} trajectories"
         if max(spec.structure.K, spec.structure.M) > EXPANDED_MAX:
             t_end = float(options.t_end or default_ode_t_end(spec))
             per_draw = max(per_draw, _loop_seconds_per_draw(spec, t_end))
-        return Cost(mem, per_draw * draws, f"{draws} trajectories")
+            # the n-D softmax kernel dominates; say so, and name the engine that does not
+            # integrate Gaussian softmax expectations at all
+            what = (f"{draws} trajectories at about {format_seconds(per_draw)} each, the "
+                    f"loop-form engine's n-D softmax kernel; method='montecarlo' (real VI in "
+                    f"R^d) does not need it")
+        return Cost(mem, per_draw * draws, what)
 
     def estimate(self, spec: ProblemSpec, d: int, draws: int, seed: int | None,
                  executor: Executor | None, options: OdeOptions) -> CollapseResult:
