@@ -17,15 +17,16 @@ def test_over_parameterisation_sidecar(quick_figures):
     side = json.loads((quick_figures / "over_parameterisation.json").read_text())
     assert (quick_figures / "over_parameterisation.png").stat().st_size > 0
     plan, rows = side["plan"], side["rows"]
-    assert len(rows) == len(plan["Ms"]) * len(plan["schedules"])
+    assert len(rows) == len(plan["cases"]) * len(plan["schedules"])
+    assert {(r["K"], r["M"], r["n"]) for r in rows} == {tuple(c) for c in plan["cases"]}
     for r in rows:
-        n, k, M = r["n"], r["k"], r["M"]
+        n, k, M, K = r["n"], r["k"], r["M"], r["K"]
         assert abs(r["p"] - k / n) <= 1e-12
         lo, hi = _wilson(k, n)
         assert abs(r["ci"][0] - lo) <= 1e-6 and abs(r["ci"][1] - hi) <= 1e-6
         # every draw has an occupancy pattern with M components over K modes
         assert sum(r["occupancy"].values()) == n
-        assert all(sum(map(int, pat.split("+"))) == M and len(pat.split("+")) == plan["K"]
+        assert all(sum(map(int, pat.split("+"))) == M and len(pat.split("+")) == K
                    for pat in r["occupancy"])
         # fixed weights: collapsed exactly when some mode has no component
         missed = sum(c for pat, c in r["occupancy"].items() if "0" in pat.split("+"))
